@@ -1,0 +1,13 @@
+//! Swiftiply: a clustering HTTP proxy whose backends connect to it.
+//!
+//! - `config`: the YAML configuration, typed and validated.
+//! - `proto`: sans-I/O protocol code (handshake, request and response heads,
+//!   body framing, packet mode, the proxy's own responses).
+//! - `reactor`: the mio event loop that moves bytes between sockets.
+//! - `section`, `router`: sites with their queues and idle backends; Host routing.
+
+pub mod config;
+pub mod proto;
+pub mod reactor;
+pub mod router;
+pub mod section;

@@ -1,0 +1,401 @@
+//! Client request heads: parse, validate strictly, and extract the facts the
+//! proxy needs (routing host, body framing, keep-alive, rewrite positions).
+//!
+//! Validation is strict on purpose: every ambiguity that lets a front end and
+//! a back end disagree about where a request ends (request smuggling) is
+//! refused with a 4xx/501 and the connection is closed. Positions are returned
+//! as offsets into the parsed buffer, so nothing is copied.
+
+use std::fmt;
+use std::ops::Range;
+
+use super::{has_token, line_end, offset_in, parse_length};
+
+/// Most headers a request may carry (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Facts about one parsed request head. Ranges index the parsed buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Bytes of request line, headers and the blank line.
+    pub len: usize,
+    pub method: Range<usize>,
+    pub is_head: bool,
+    /// HTTP minor version: 0 or 1.
+    pub minor: u8,
+    /// Did the client ask to keep the connection open afterwards?
+    pub keep_alive: bool,
+    pub body: RequestBody,
+    /// Routing host: the absolute-form authority or the Host header, port
+    /// stripped. Not lower-cased.
+    pub host: Option<Range<usize>>,
+    /// The request target as sent.
+    pub target: Range<usize>,
+    /// For an absolute-form target, the part that becomes the origin-form
+    /// target (may be empty, meaning `/`, or start with `?`).
+    pub absolute_rest: Option<Range<usize>>,
+    /// Path of the target without query (for the health check URI).
+    pub path: Range<usize>,
+    /// End of the last X-Forwarded-For value, where `, <addr>` is appended.
+    pub xff_value_end: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// 400 with the reason.
+    Bad(&'static str),
+    /// 501 with the reason.
+    NotImplemented(&'static str),
+    /// 414: the request line alone is over the header limit.
+    UriTooLong,
+    /// 431: request head over the limit, or too many headers.
+    HeaderTooLarge,
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Bad(_) => 400,
+            RequestError::NotImplemented(_) => 501,
+            RequestError::UriTooLong => 414,
+            RequestError::HeaderTooLarge => 431,
+        }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Bad(why) | RequestError::NotImplemented(why) => f.write_str(why),
+            RequestError::UriTooLong => f.write_str("request line longer than max_header_bytes"),
+            RequestError::HeaderTooLarge => {
+                f.write_str("request head longer than max_header_bytes or over 100 headers")
+            }
+        }
+    }
+}
+
+/// Parse the request head at the start of `buf`.
+///
+/// `Ok(None)`: incomplete, read more (unless `buf` already holds `max_head`
+/// bytes, which is reported as an error here).
+pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            let window = &buf[..buf.len().min(max_head)];
+            if buf.len() >= max_head {
+                return Err(if window.contains(&b'\n') {
+                    RequestError::HeaderTooLarge
+                } else {
+                    RequestError::UriTooLong
+                });
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if len > max_head {
+        return Err(RequestError::HeaderTooLarge);
+    }
+    let method_s = req.method.unwrap_or("");
+    let target_s = req.path.unwrap_or("");
+    let minor = req.version.unwrap_or(1);
+    let method =
+        offset_in(buf, method_s.as_bytes())..offset_in(buf, method_s.as_bytes()) + method_s.len();
+    let t0 = offset_in(buf, target_s.as_bytes());
+    let target = t0..t0 + target_s.len();
+    if method_s == "CONNECT" {
+        return Err(RequestError::NotImplemented("CONNECT is not supported"));
+    }
+
+    let mut host_hdr: Option<&[u8]> = None;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut xff_value_end = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        if name.eq_ignore_ascii_case(b"host") {
+            if host_hdr.is_some() {
+                return Err(RequestError::Bad("more than one Host header"));
+            }
+            host_hdr = Some(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n =
+                parse_length(value).ok_or(RequestError::Bad("Content-Length is not a number"))?;
+            if length.is_some_and(|old| old != n) {
+                return Err(RequestError::Bad("Content-Length headers disagree"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(RequestError::NotImplemented(
+                    "Transfer-Encoding other than a single \"chunked\"",
+                ));
+            }
+            te_seen = true;
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            conn_close |= has_token(value, "close");
+            conn_keep_alive |= has_token(value, "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            let v0 = offset_in(buf, value);
+            xff_value_end = Some(v0 + value.trim_ascii_end().len());
+        }
+    }
+    if chunked && minor == 0 {
+        return Err(RequestError::Bad(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
+    }
+    if chunked && length.is_some() {
+        return Err(RequestError::Bad(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    let body = match (chunked, length) {
+        (true, _) => RequestBody::Chunked,
+        (false, Some(0)) | (false, None) => RequestBody::None,
+        (false, Some(n)) => RequestBody::Length(n),
+    };
+
+    let (absolute_rest, authority) = split_absolute(buf, &target);
+    let host = match (&authority, host_hdr) {
+        (Some(a), _) => Some(strip_port(buf, a.clone())?),
+        (None, Some(v)) => {
+            let v0 = offset_in(buf, v);
+            let trimmed = v.trim_ascii();
+            let start = v0 + (trimmed.as_ptr() as usize - v.as_ptr() as usize);
+            Some(strip_port(buf, start..start + trimmed.len())?)
+        }
+        (None, None) => None,
+    };
+    if minor == 1 && host_hdr.is_none() {
+        return Err(RequestError::Bad("HTTP/1.1 request without a Host header"));
+    }
+    let origin = absolute_rest.clone().unwrap_or(target.clone());
+    let path_len = buf[origin.clone()]
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(origin.len());
+    Ok(Some(RequestHead {
+        len,
+        is_head: method_s == "HEAD",
+        method,
+        minor,
+        keep_alive: if minor == 1 {
+            !conn_close
+        } else {
+            conn_keep_alive && !conn_close
+        },
+        body,
+        host: host.filter(|h| !h.is_empty()),
+        target,
+        absolute_rest,
+        path: origin.start..origin.start + path_len,
+        xff_value_end,
+    }))
+}
+
+fn map_parse_error(e: httparse::Error) -> RequestError {
+    use httparse::Error as E;
+    match e {
+        E::TooManyHeaders => RequestError::HeaderTooLarge,
+        E::HeaderName => RequestError::Bad(
+            "invalid header name (bad byte, whitespace before the colon, or a folded line)",
+        ),
+        E::HeaderValue => RequestError::Bad("invalid byte in a header value"),
+        E::NewLine => RequestError::Bad("invalid line ending"),
+        E::Version => RequestError::Bad("not an HTTP/1.x request"),
+        E::Token => RequestError::Bad("invalid request method"),
+        E::Status => RequestError::Bad("malformed request line"),
+    }
+}
+
+/// For `http://authority/rest` targets: (rest, authority).
+fn split_absolute(
+    buf: &[u8],
+    target: &Range<usize>,
+) -> (Option<Range<usize>>, Option<Range<usize>>) {
+    let t = &buf[target.clone()];
+    let scheme = if t.len() >= 7 && t[..7].eq_ignore_ascii_case(b"http://") {
+        7
+    } else if t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"https://") {
+        8
+    } else {
+        return (None, None);
+    };
+    let auth_len = t[scheme..]
+        .iter()
+        .position(|&b| b == b'/' || b == b'?' || b == b'#')
+        .unwrap_or(t.len() - scheme);
+    let a0 = target.start + scheme;
+    let rest0 = a0 + auth_len;
+    // Drop a fragment: it is never sent on the wire in origin form.
+    let rest_end = buf[rest0..target.end]
+        .iter()
+        .position(|&b| b == b'#')
+        .map_or(target.end, |i| rest0 + i);
+    (Some(rest0..rest_end), Some(a0..rest0))
+}
+
+/// `host[:port]` or `[v6]:port` → the host part. Userinfo is refused.
+fn strip_port(buf: &[u8], r: Range<usize>) -> Result<Range<usize>, RequestError> {
+    let v = &buf[r.clone()];
+    if v.contains(&b'@') {
+        return Err(RequestError::Bad("userinfo in the request authority"));
+    }
+    let host_len = if v.first() == Some(&b'[') {
+        v.iter()
+            .position(|&b| b == b']')
+            .map(|i| i + 1)
+            .ok_or(RequestError::Bad("bad IPv6 host"))?
+    } else {
+        v.iter().position(|&b| b == b':').unwrap_or(v.len())
+    };
+    let valid = v[..host_len]
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    if !valid {
+        return Err(RequestError::Bad("invalid character in Host"));
+    }
+    Ok(r.start..r.start + host_len)
+}
+
+/// Byte range of the whole header line (name through CRLF) for a value range.
+pub fn header_line(buf: &[u8], name_start: usize, value_end: usize) -> Range<usize> {
+    name_start..line_end(buf, value_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> RequestHead {
+        parse(s.as_bytes(), 16384).unwrap().expect("complete")
+    }
+
+    fn err(s: &str) -> RequestError {
+        parse(s.as_bytes(), 16384).unwrap_err()
+    }
+
+    fn host(s: &str) -> Option<String> {
+        ok(s).host.map(|r| s[r].to_string())
+    }
+
+    #[test]
+    fn a_simple_get_is_complete_at_the_blank_line_and_not_before() {
+        let s = "GET /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\nNEXT";
+        for cut in 0..s.len() - 4 {
+            assert_eq!(parse(&s.as_bytes()[..cut], 16384), Ok(None), "cut {cut}");
+        }
+        let h = ok(s);
+        assert_eq!(h.len, s.len() - 4);
+        assert_eq!(&s[h.path.clone()], "/a");
+        assert_eq!(host(s).unwrap(), "Example.com");
+        assert!(h.keep_alive);
+        assert_eq!(h.body, RequestBody::None);
+        assert_eq!(h.minor, 1);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        assert!(!ok("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn body_framing_is_found() {
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(h.body, RequestBody::Length(12));
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(h.body, RequestBody::Length(3));
+        let h = ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(h.body, RequestBody::Chunked);
+    }
+
+    #[test]
+    fn absolute_form_routes_by_its_authority() {
+        let s = "GET http://Site.example:99/p?q HTTP/1.1\r\nHost: other\r\n\r\n";
+        let h = ok(s);
+        assert_eq!(host(s).unwrap(), "Site.example");
+        assert_eq!(&s[h.absolute_rest.clone().unwrap()], "/p?q");
+        assert_eq!(&s[h.path.clone()], "/p");
+        let s = "GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        assert_eq!(ok(s).absolute_rest.map(|r| r.len()), Some(0));
+        let s = "GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n";
+        assert_eq!(host(s).unwrap(), "[::1]");
+    }
+
+    #[test]
+    fn xff_position_is_the_end_of_the_last_value() {
+        let s = "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nX-Forwarded-For: 2.2.2.2 \r\n\r\n";
+        let end = ok(s).xff_value_end.unwrap();
+        assert!(s[..end].ends_with("2.2.2.2"));
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        let cases = [
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHo(st: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        ];
+        for (req, status) in cases {
+            assert_eq!(err(req).status(), status, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse(long_line.as_bytes(), 1024),
+            Err(RequestError::UriTooLong)
+        );
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "b".repeat(2000));
+        assert_eq!(
+            parse(big.as_bytes(), 1024),
+            Err(RequestError::HeaderTooLarge)
+        );
+        let mut many = String::from("GET / HTTP/1.1\r\nHost: a\r\n");
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(err(&many), RequestError::HeaderTooLarge);
+    }
+
+    #[test]
+    fn http10_without_host_has_no_routing_host() {
+        assert_eq!(ok("GET / HTTP/1.0\r\n\r\n").host, None);
+    }
+}

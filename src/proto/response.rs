@@ -1,0 +1,408 @@
+//! Backend response heads: the end-of-response rule and how the response is
+//! re-framed for the client.
+//!
+//! The end of a response (DESIGN §2.3), in order of precedence: no body (HEAD
+//! request, 1xx, 204, 304); `X-Swiftiply-Close` → packet mode; chunked;
+//! Content-Length; otherwise until the backend closes.
+//!
+//! What the client sees (§2.4) is the backend's head minus the hop-by-hop
+//! lines listed in `ResponseHead::drop`, plus the proxy's own lines from
+//! `ClientPlan::extra`, then the body (packets re-framed as chunks for
+//! HTTP/1.1 clients).
+
+use std::fmt;
+use std::ops::Range;
+
+use super::{has_token, line_end, offset_in, parse_length};
+
+const MAX_HEADERS: usize = 100;
+/// Most header lines the proxy removes from one response.
+pub const MAX_DROPPED: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    None,
+    Length(u64),
+    Chunked,
+    Packets,
+    UntilClose,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub len: usize,
+    /// Length of the blank line that ends the head: 2 (CRLF) or 1 (bare LF).
+    final_nl: usize,
+    pub status: u16,
+    pub minor: u8,
+    pub body: ResponseBody,
+    /// The backend said `Connection: close`.
+    pub conn_close: bool,
+    /// Header lines (name through CRLF) the client must not see, in order.
+    dropped: [(u32, u32); MAX_DROPPED],
+    dropped_len: u8,
+    /// Value of an `X-Sendfile` header, if any.
+    pub sendfile: Option<Range<usize>>,
+}
+
+impl ResponseHead {
+    /// 1xx: an interim response; the final one follows.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status)
+    }
+
+    pub fn dropped(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.dropped[..usize::from(self.dropped_len)]
+            .iter()
+            .map(|&(a, b)| a as usize..b as usize)
+    }
+
+    /// The head's byte ranges the client receives, without the final blank
+    /// line; the caller appends `ClientPlan::extra` and `\r\n`.
+    pub fn kept_ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        let end = self.len - self.final_nl;
+        let mut pos = 0;
+        let mut drops = self.dropped();
+        std::iter::from_fn(move || loop {
+            if pos >= end {
+                return None;
+            }
+            match drops.next() {
+                Some(d) => {
+                    let r = pos..d.start;
+                    pos = d.end;
+                    if !r.is_empty() {
+                        return Some(r);
+                    }
+                }
+                None => {
+                    let r = pos..end;
+                    pos = end;
+                    return Some(r);
+                }
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    Malformed,
+    BadLength,
+    LengthAndChunked,
+    SwitchingProtocols,
+    TooManyHopHeaders,
+    TooLarge,
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResponseError::Malformed => "malformed response head",
+            ResponseError::BadLength => "invalid or conflicting Content-Length",
+            ResponseError::LengthAndChunked => "both Content-Length and Transfer-Encoding",
+            ResponseError::SwitchingProtocols => "101 Switching Protocols is not supported",
+            ResponseError::TooManyHopHeaders => "too many Connection-type headers",
+            ResponseError::TooLarge => "response head larger than the buffer",
+        })
+    }
+}
+
+/// Parse the response head at the start of `buf`. `request_is_head`: the
+/// request was HEAD, so the response has no body whatever it says.
+pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ResponseError::Malformed),
+    };
+    let status = resp.code.unwrap_or(0);
+    if status == 101 {
+        return Err(ResponseError::SwitchingProtocols);
+    }
+    let final_nl = if len >= 2 && buf[len - 2] == b'\r' {
+        2
+    } else {
+        1
+    };
+    let mut head = ResponseHead {
+        len,
+        final_nl,
+        status,
+        minor: resp.version.unwrap_or(1),
+        body: ResponseBody::UntilClose,
+        conn_close: false,
+        dropped: [(0, 0); MAX_DROPPED],
+        dropped_len: 0,
+        sendfile: None,
+    };
+    let mut length = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut packets = false;
+    let mut framing_lines: [(u32, u32); 4] = [(0, 0); 4];
+    let mut framing_len = 0;
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        let start = offset_in(buf, name);
+        let line = start..line_end(buf, offset_in(buf, h.value) + h.value.len());
+        let drop_line = |head: &mut ResponseHead| -> Result<(), ResponseError> {
+            let i = usize::from(head.dropped_len);
+            if i == MAX_DROPPED {
+                return Err(ResponseError::TooManyHopHeaders);
+            }
+            head.dropped[i] = (line.start as u32, line.end as u32);
+            head.dropped_len += 1;
+            Ok(())
+        };
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(h.value).ok_or(ResponseError::BadLength)?;
+            if length.is_some_and(|old| old != n) {
+                return Err(ResponseError::BadLength);
+            }
+            length = Some(n);
+            if framing_len < framing_lines.len() {
+                framing_lines[framing_len] = (line.start as u32, line.end as u32);
+                framing_len += 1;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            if framing_len < framing_lines.len() {
+                framing_lines[framing_len] = (line.start as u32, line.end as u32);
+                framing_len += 1;
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            head.conn_close |= has_token(h.value, "close");
+            drop_line(&mut head)?;
+        } else if name.eq_ignore_ascii_case(b"keep-alive") {
+            drop_line(&mut head)?;
+        } else if name.eq_ignore_ascii_case(b"x-swiftiply-close") {
+            packets = true;
+            drop_line(&mut head)?;
+        } else if name.eq_ignore_ascii_case(b"x-sendfile") {
+            let v0 = offset_in(buf, h.value);
+            let v = h.value.trim_ascii();
+            let s = v0 + (v.as_ptr() as usize - h.value.as_ptr() as usize);
+            head.sendfile = Some(s..s + v.len());
+        }
+    }
+    let no_body = request_is_head || head.is_interim() || status == 204 || status == 304;
+    if te_seen && length.is_some() && !packets {
+        return Err(ResponseError::LengthAndChunked);
+    }
+    head.body = if no_body {
+        ResponseBody::None
+    } else if packets {
+        // Packet framing replaces whatever framing headers the backend sent.
+        for &(a, b) in &framing_lines[..framing_len] {
+            let i = usize::from(head.dropped_len);
+            if i == MAX_DROPPED {
+                return Err(ResponseError::TooManyHopHeaders);
+            }
+            head.dropped[i] = (a, b);
+            head.dropped_len += 1;
+        }
+        head.dropped[..usize::from(head.dropped_len)].sort_unstable();
+        ResponseBody::Packets
+    } else if chunked {
+        ResponseBody::Chunked
+    } else if te_seen {
+        ResponseBody::UntilClose
+    } else if let Some(n) = length {
+        ResponseBody::Length(n)
+    } else {
+        ResponseBody::UntilClose
+    };
+    Ok(Some(head))
+}
+
+/// How one final response is delivered to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientPlan {
+    /// Packet payloads become HTTP/1.1 chunks.
+    pub reframe_chunked: bool,
+    /// Close the client connection after this response.
+    pub close_after: bool,
+    /// Header lines the proxy adds before the blank line.
+    pub extra: &'static [u8],
+}
+
+pub fn plan(head: &ResponseHead, client_minor: u8, client_keep_alive: bool) -> ClientPlan {
+    let (reframe_chunked, delimited_by_close) = match head.body {
+        ResponseBody::Packets => (client_minor == 1, client_minor == 0),
+        ResponseBody::UntilClose => (false, true),
+        _ => (false, false),
+    };
+    let close_after = delimited_by_close || head.conn_close || !client_keep_alive;
+    let extra: &'static [u8] = match (reframe_chunked, close_after, client_minor) {
+        (true, true, _) => b"Transfer-Encoding: chunked\r\nConnection: close\r\n",
+        (true, false, _) => b"Transfer-Encoding: chunked\r\n",
+        (false, true, _) => b"Connection: close\r\n",
+        (false, false, 0) => b"Connection: keep-alive\r\n",
+        (false, false, _) => b"",
+    };
+    ClientPlan {
+        reframe_chunked,
+        close_after,
+        extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> ResponseHead {
+        parse(s.as_bytes(), false).unwrap().expect("complete")
+    }
+
+    fn client_view(s: &str, h: &ResponseHead, p: &ClientPlan) -> String {
+        let mut out = String::new();
+        for r in h.kept_ranges() {
+            out.push_str(&s[r]);
+        }
+        out.push_str(std::str::from_utf8(p.extra).unwrap());
+        out.push_str("\r\n");
+        out
+    }
+
+    #[test]
+    fn the_end_rule_in_order_of_precedence() {
+        assert_eq!(
+            head("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n").body,
+            ResponseBody::None
+        );
+        assert_eq!(
+            head("HTTP/1.1 304 Not Modified\r\n\r\n").body,
+            ResponseBody::None
+        );
+        assert_eq!(
+            head("HTTP/1.1 100 Continue\r\n\r\n").body,
+            ResponseBody::None
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                .unwrap()
+                .unwrap()
+                .body,
+            ResponseBody::None
+        );
+        assert_eq!(
+            head(
+                "HTTP/1.1 200 OK\r\nX-Swiftiply-Close: true\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .body,
+            ResponseBody::Packets
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").body,
+            ResponseBody::Chunked
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n").body,
+            ResponseBody::Length(7)
+        );
+        assert_eq!(
+            head("HTTP/1.0 200 OK\r\n\r\n").body,
+            ResponseBody::UntilClose
+        );
+    }
+
+    #[test]
+    fn incomplete_heads_wait_at_every_split() {
+        let s = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for cut in 0..s.len() - 2 {
+            assert_eq!(parse(&s[..cut], false), Ok(None), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn hostile_heads_are_errors() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+        ] {
+            assert!(
+                parse(bad, false).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn packet_mode_for_http11_becomes_chunked_without_the_marker() {
+        let s = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Swiftiply-Close: true\r\nContent-Length: 0\r\nX-A: b\r\n\r\n";
+        let h = head(s);
+        let p = plan(&h, 1, true);
+        assert!(p.reframe_chunked && !p.close_after);
+        assert_eq!(
+            client_view(s, &h, &p),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn packet_mode_for_http10_is_close_delimited() {
+        let s = "HTTP/1.1 200 OK\r\nX-Swiftiply-Close: 1\r\n\r\n";
+        let h = head(s);
+        let p = plan(&h, 0, true);
+        assert!(!p.reframe_chunked && p.close_after);
+        assert_eq!(
+            client_view(s, &h, &p),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn connection_headers_concern_the_client_side() {
+        let s = "HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n";
+        let h = head(s);
+        assert!(h.conn_close);
+        let p = plan(&h, 1, true);
+        assert!(p.close_after);
+        assert_eq!(
+            client_view(s, &h, &p),
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let s = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let h = head(s);
+        let p = plan(&h, 0, true);
+        assert_eq!(p.extra, b"Connection: keep-alive\r\n");
+        let p = plan(&h, 1, false);
+        assert_eq!(p.extra, b"Connection: close\r\n");
+        assert_eq!(plan(&h, 1, true).extra, b"");
+    }
+
+    #[test]
+    fn until_close_bodies_close_the_client() {
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert!(plan(&h, 1, true).close_after);
+    }
+
+    #[test]
+    fn bare_lf_heads_keep_their_last_header() {
+        let s = "HTTP/1.1 200 OK\nX-A: b\nContent-Length: 0\n\n";
+        let h = head(s);
+        let p = plan(&h, 1, false);
+        assert_eq!(
+            client_view(s, &h, &p),
+            "HTTP/1.1 200 OK\nX-A: b\nContent-Length: 0\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn x_sendfile_value_is_found() {
+        let s = "HTTP/1.1 200 OK\r\nX-Sendfile:  /a/b.txt \r\nContent-Length: 0\r\n\r\n";
+        let h = head(s);
+        assert_eq!(&s[h.sendfile.unwrap()], "/a/b.txt");
+    }
+}

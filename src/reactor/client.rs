@@ -1,0 +1,665 @@
+//! The client connection and the exchange it carries.
+//!
+//! Lifecycle of one client connection (the reactor in `mod.rs` drives it):
+//!
+//! ```text
+//!  Head ──request head──▶ Queued ──backend free──▶ Proxying ──response done──▶ Head (keep-alive)
+//!   │  \                    │                        │  \
+//!   │   └─health──▶ Local   └─timeout──▶ Local(503)  │   └─backend died, redeployable──▶ Queued (front)
+//!   └─bad request──▶ Local(4xx) ──▶ Lingering ──▶ closed
+//! ```
+//!
+//! While a request is in flight the client owns every buffer of the exchange
+//! (`ClientIo`): `inbuf` holds the request as read from the client (and any
+//! pipelined read-ahead), `resp` holds the response as read from the backend.
+//! The backend connection is only a socket attached to the exchange, so a
+//! backend that closes mid-response loses nothing the client still has to
+//! write. An idle keep-alive client holds no `ClientIo`.
+//!
+//! Invariants:
+//! - `ex.req_start <= ex.fwd <= inbuf.end`; while `ex.retained`, inbuf holds the
+//!   whole request from `ex.req_start` (so it can be replayed to another backend).
+//! - `to_backend` refers only to `inbuf`, `to_client` only to `resp`; a buffer is
+//!   compacted only when the queue that refers to it has no buffer ranges.
+//! - Nothing is queued for the client before the response head is parsed, and
+//!   `ex.started` is set with the first byte queued.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use super::buffer::Buf;
+use super::outq::{Flushed, OutQueue};
+use super::timer::TimerSlot;
+use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
+use crate::proto::packet::{PacketDecoder, PacketEvent};
+use crate::proto::request::{RequestBody, RequestHead};
+use crate::proto::response::{self, ResponseBody, ResponseError};
+
+pub enum Phase {
+    /// Waiting for (or reading) a request head.
+    Head,
+    /// Request parsed, waiting in its section's queue.
+    Queued { section: usize },
+    /// Paired with a backend.
+    Proxying { section: usize, backend: usize },
+    /// Writing a response the proxy made itself.
+    Local { close: bool },
+    /// Error sent and write side shut: reading and discarding until the
+    /// client closes, so the error is not lost to a TCP reset.
+    Lingering,
+}
+
+pub struct ClientConn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub readable: bool,
+    pub writable: bool,
+    pub phase: Phase,
+    pub io: Option<Box<ClientIo>>,
+    pub timer: TimerSlot,
+}
+
+impl ClientConn {
+    pub fn new(sock: TcpStream, peer: SocketAddr) -> Self {
+        ClientConn {
+            sock,
+            peer,
+            readable: false,
+            writable: false,
+            phase: Phase::Head,
+            io: None,
+            timer: TimerSlot::default(),
+        }
+    }
+
+    /// The connection's buffers, taken from the pool on first use.
+    pub fn io(&mut self, pool: &mut IoPool) -> &mut ClientIo {
+        self.io.get_or_insert_with(|| pool.get())
+    }
+
+    /// Gives the buffers back when nothing is buffered in either direction.
+    pub fn release_io_if_idle(&mut self, pool: &mut IoPool) {
+        if let Some(io) = &self.io {
+            if io.inbuf.is_empty() && io.to_client.is_empty() && io.to_backend.is_empty() {
+                if let Some(io) = self.io.take() {
+                    pool.put(io);
+                }
+            }
+        }
+    }
+
+    /// Reads into `inbuf` (compacting it first if that makes room).
+    pub fn read_in(&mut self, pool: &mut IoPool) -> ReadOutcome {
+        if !self.readable {
+            return ReadOutcome::WouldBlock;
+        }
+        let io = self.io.get_or_insert_with(|| pool.get());
+        if !io.inbuf.has_spare() && io.to_backend.is_empty() {
+            let shift = io.inbuf.compact();
+            io.ex.req_start = io.ex.req_start.saturating_sub(shift);
+            io.ex.fwd = io.ex.fwd.saturating_sub(shift);
+        }
+        if !io.inbuf.has_spare() {
+            return ReadOutcome::Full;
+        }
+        let outcome = read_into(&self.sock, &mut io.inbuf);
+        if let ReadOutcome::WouldBlock = outcome {
+            self.readable = false;
+        }
+        outcome
+    }
+
+    /// Writes what is queued for the client. Err: the client is gone.
+    pub fn flush_out(&mut self) -> io::Result<usize> {
+        let Some(io) = self.io.as_mut() else {
+            return Ok(0);
+        };
+        if !self.writable || io.to_client.is_empty() {
+            return Ok(0);
+        }
+        let (n, state) = io.to_client.flush(&self.sock, io.resp.bytes())?;
+        if let Flushed::Blocked = state {
+            self.writable = false;
+        }
+        if !io.to_client.has_buf_segments() {
+            // Everything queued from `resp` is written: release it.
+            io.resp.start = io.ex.resp_parse;
+            if io.resp.is_empty() {
+                io.resp.start = 0;
+                io.resp.end = 0;
+                io.ex.resp_parse = 0;
+            }
+        } else if let Some(first) = io.to_client.first_buf_start() {
+            io.resp.start = first;
+        }
+        Ok(n)
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| !io.to_client.is_empty())
+    }
+}
+
+pub enum ReadOutcome {
+    Data,
+    Eof,
+    WouldBlock,
+    /// No room in the buffer: back-pressure until the writer catches up.
+    Full,
+    Error,
+}
+
+pub fn read_into(mut sock: &TcpStream, buf: &mut Buf) -> ReadOutcome {
+    loop {
+        match sock.read(buf.spare()) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(n) => {
+                buf.end += n;
+                return ReadOutcome::Data;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadOutcome::Error,
+        }
+    }
+}
+
+/// Everything a client holds while it has bytes in flight. Pooled.
+pub struct ClientIo {
+    pub inbuf: Buf,
+    pub resp: Buf,
+    pub to_backend: OutQueue,
+    pub to_client: OutQueue,
+    pub ex: Exchange,
+}
+
+/// The request/response pair in flight on a client connection.
+#[derive(Default)]
+pub struct Exchange {
+    /// The parsed head; its ranges are relative to `req_start`.
+    pub head: Option<RequestHead>,
+    pub req_start: usize,
+    /// Next request byte of `inbuf` to queue for the backend.
+    pub fwd: usize,
+    pub body: Option<BodyScanner>,
+    pub head_queued: bool,
+    /// The whole request is still in `inbuf` and may be replayed.
+    pub retained: bool,
+    pub resp: RespState,
+    /// Next unparsed byte of `resp`.
+    pub resp_parse: usize,
+    /// Some response byte was queued for the client.
+    pub started: bool,
+    pub close_after: bool,
+    /// The backend sent bytes past the end of its response.
+    pub backend_extra: bool,
+    pub backend_eof: bool,
+}
+
+#[derive(Default)]
+pub enum RespState {
+    #[default]
+    Head,
+    Body(BodyScanner),
+    Packets {
+        decoder: PacketDecoder,
+        reframe: bool,
+    },
+    Done,
+}
+
+impl Exchange {
+    pub fn req_done(&self) -> bool {
+        self.head_queued && self.body.as_ref().is_none_or(BodyScanner::is_done)
+    }
+
+    pub fn resp_done(&self) -> bool {
+        matches!(self.resp, RespState::Done)
+    }
+
+    /// Starts forwarding `head`, which begins at `inbuf` offset `start`.
+    pub fn begin(&mut self, head: RequestHead, start: usize, retain: bool) {
+        let body = match head.body {
+            RequestBody::None => BodyScanner::Length(0),
+            RequestBody::Length(n) => BodyScanner::Length(n),
+            RequestBody::Chunked => BodyScanner::Chunked(ChunkedScanner::new()),
+        };
+        *self = Exchange {
+            close_after: !head.keep_alive,
+            head: Some(head),
+            req_start: start,
+            fwd: start,
+            body: Some(body),
+            retained: retain,
+            ..Exchange::default()
+        };
+    }
+
+    /// Rewinds to replay the retained request to another backend.
+    pub fn rewind(&mut self) {
+        debug_assert!(self.retained && !self.started);
+        if let Some(head) = self.head.take() {
+            let start = self.req_start;
+            self.begin(head, start, true);
+        }
+    }
+}
+
+/// Why a request could not be forwarded.
+pub enum ForwardError {
+    Body(BodyError),
+    TooLarge,
+}
+
+impl ClientIo {
+    fn new(size: usize) -> Self {
+        ClientIo {
+            inbuf: Buf::with_capacity(size),
+            resp: Buf::with_capacity(size),
+            to_backend: OutQueue::default(),
+            to_client: OutQueue::default(),
+            ex: Exchange::default(),
+        }
+    }
+
+    /// Queues request bytes for the backend: the head (with its rewrites)
+    /// once, then as much body as has arrived.
+    pub fn forward_request(
+        &mut self,
+        peer: &SocketAddr,
+        xff: bool,
+        sizelimit: usize,
+        max_body: Option<u64>,
+    ) -> Result<(), ForwardError> {
+        let ex = &mut self.ex;
+        let Some(head) = ex.head.as_ref() else {
+            return Ok(());
+        };
+        let q = &mut self.to_backend;
+        if !ex.head_queued {
+            if !q.has_room(6, 64) {
+                return Ok(());
+            }
+            queue_head(
+                q,
+                self.inbuf.bytes(),
+                ex.req_start,
+                head,
+                xff.then_some(peer),
+            );
+            ex.fwd = ex.req_start + head.len;
+            ex.head_queued = true;
+        }
+        let Some(body) = ex.body.as_mut() else {
+            return Ok(());
+        };
+        if !body.is_done() && ex.fwd < self.inbuf.end && q.has_room(1, 0) {
+            let n = body
+                .scan(&self.inbuf.bytes()[ex.fwd..self.inbuf.end])
+                .map_err(ForwardError::Body)?;
+            q.push_buf(ex.fwd..ex.fwd + n);
+            ex.fwd += n;
+            if max_body.is_some_and(|max| body.chunked_payload() > max) {
+                return Err(ForwardError::TooLarge);
+            }
+        }
+        if ex.retained && ex.fwd - ex.req_start > sizelimit {
+            ex.retained = false;
+        }
+        Ok(())
+    }
+
+    /// After the backend took bytes: lets `inbuf` drop what is no longer needed.
+    pub fn release_forwarded(&mut self) {
+        if !self.to_backend.is_empty() {
+            if let Some(first) = self.to_backend.first_buf_start() {
+                if !self.ex.retained {
+                    self.inbuf.start = first;
+                }
+            }
+            return;
+        }
+        if !self.ex.retained && self.ex.head_queued {
+            self.inbuf.start = self.ex.fwd;
+        }
+        if self.inbuf.is_empty() {
+            self.inbuf.start = 0;
+            self.inbuf.end = 0;
+            self.ex.req_start = 0;
+            self.ex.fwd = 0;
+        }
+    }
+
+    /// Parses what the backend sent and queues the client's bytes.
+    /// `client_minor` / `keep_alive`: what the client's request said.
+    pub fn relay_response(&mut self) -> Result<(), ResponseError> {
+        let (is_head, minor, keep_alive) = match &self.ex.head {
+            Some(h) => (h.is_head, h.minor, h.keep_alive),
+            None => return Ok(()),
+        };
+        loop {
+            let ex = &mut self.ex;
+            let q = &mut self.to_client;
+            let data = &self.resp.bytes()[..self.resp.end];
+            match &mut ex.resp {
+                RespState::Done => {
+                    if ex.resp_parse < self.resp.end {
+                        ex.backend_extra = true;
+                    }
+                    return Ok(());
+                }
+                RespState::Head => {
+                    if !q.has_room(12, 0) {
+                        return Ok(());
+                    }
+                    let start = ex.resp_parse;
+                    let Some(h) = response::parse(&data[start..], is_head)? else {
+                        if start == 0 && !self.resp.has_spare() {
+                            return Err(ResponseError::TooLarge);
+                        }
+                        return Ok(());
+                    };
+                    ex.resp_parse = start + h.len;
+                    if h.is_interim() {
+                        // HTTP/1.0 clients must not see 1xx responses.
+                        if minor == 1 {
+                            q.push_buf(start..start + h.len);
+                            ex.started = true;
+                        }
+                        continue;
+                    }
+                    let plan = response::plan(&h, minor, keep_alive);
+                    for r in h.kept_ranges() {
+                        q.push_buf(start + r.start..start + r.end);
+                    }
+                    q.push_static(plan.extra);
+                    q.push_static(b"\r\n");
+                    ex.started = true;
+                    ex.close_after |= plan.close_after;
+                    ex.resp = match h.body {
+                        ResponseBody::None => RespState::Done,
+                        ResponseBody::Length(n) => RespState::Body(BodyScanner::Length(n)),
+                        ResponseBody::Chunked => {
+                            RespState::Body(BodyScanner::Chunked(ChunkedScanner::new()))
+                        }
+                        ResponseBody::UntilClose => RespState::Body(BodyScanner::UntilClose),
+                        ResponseBody::Packets => RespState::Packets {
+                            decoder: PacketDecoder::new(),
+                            reframe: plan.reframe_chunked,
+                        },
+                    };
+                }
+                RespState::Body(scanner) => {
+                    if ex.resp_parse == self.resp.end || !q.has_room(1, 0) {
+                        return Ok(());
+                    }
+                    let n = scanner
+                        .scan(&data[ex.resp_parse..])
+                        .map_err(|_| ResponseError::Malformed)?;
+                    q.push_buf(ex.resp_parse..ex.resp_parse + n);
+                    ex.resp_parse += n;
+                    if scanner.is_done() {
+                        ex.resp = RespState::Done;
+                    }
+                }
+                RespState::Packets { decoder, reframe } => {
+                    if ex.resp_parse == self.resp.end || !q.has_room(3, 24) {
+                        return Ok(());
+                    }
+                    let at = ex.resp_parse;
+                    let (n, event) = decoder
+                        .decode(&data[at..])
+                        .map_err(|_| ResponseError::Malformed)?;
+                    ex.resp_parse += n;
+                    match event {
+                        Some(PacketEvent::Payload(r)) => {
+                            if *reframe {
+                                let mut line = [0u8; 24];
+                                let mut w = &mut line[..];
+                                let _ = write!(w, "{:x}\r\n", r.len());
+                                let n = 24 - w.len();
+                                q.push_scratch(&line[..n]);
+                                q.push_buf(at + r.start..at + r.end);
+                                q.push_static(b"\r\n");
+                            } else {
+                                q.push_buf(at + r.start..at + r.end);
+                            }
+                        }
+                        Some(PacketEvent::End) => {
+                            if *reframe {
+                                q.push_static(b"0\r\n\r\n");
+                            }
+                            ex.resp = RespState::Done;
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes room in `resp` for the next backend read, if it can be done now.
+    pub fn resp_room(&mut self) -> bool {
+        if self.resp.has_spare() {
+            return true;
+        }
+        if self.to_client.has_buf_segments() {
+            return false;
+        }
+        self.resp.start = self.ex.resp_parse;
+        let shift = self.resp.compact();
+        self.ex.resp_parse -= shift;
+        self.resp.has_spare()
+    }
+
+    /// Ends the exchange; the client goes on to its next request, which
+    /// starts at `fwd` (any pipelined bytes are already there).
+    pub fn finish(&mut self) {
+        self.inbuf.start = self.ex.fwd.max(self.inbuf.start);
+        if self.inbuf.is_empty() {
+            self.inbuf.start = 0;
+            self.inbuf.end = 0;
+        }
+        self.resp.start = 0;
+        self.resp.end = 0;
+        self.to_backend.clear();
+        self.ex = Exchange::default();
+    }
+}
+
+/// Queues the request head with its two permitted rewrites: absolute-form
+/// target to origin form, and the X-Forwarded-For value.
+fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Option<&SocketAddr>) {
+    match &h.absolute_rest {
+        Some(rest) => {
+            q.push_buf(o + h.method.start..o + h.target.start);
+            if rest.is_empty() || buf[o + rest.start] == b'?' {
+                q.push_static(b"/");
+            }
+            q.push_buf(o + rest.start..o + rest.end);
+        }
+        None => q.push_buf(o + h.method.start..o + h.target.end),
+    }
+    let tail = o + h.target.end;
+    let end = o + h.len;
+    let Some(addr) = xff else {
+        q.push_buf(tail..end);
+        return;
+    };
+    let mut tmp = [0u8; 64];
+    let mut w = &mut tmp[..];
+    match h.xff_value_end {
+        Some(v) => {
+            let _ = write!(w, ", {}", addr.ip());
+            let n = 64 - w.len();
+            q.push_buf(tail..o + v);
+            q.push_scratch(&tmp[..n]);
+            q.push_buf(o + v..end);
+        }
+        None => {
+            let _ = write!(w, "X-Forwarded-For: {}\r\n", addr.ip());
+            let n = 64 - w.len();
+            let nl = if buf[end - 2] == b'\r' { 2 } else { 1 };
+            q.push_buf(tail..end - nl);
+            q.push_scratch(&tmp[..n]);
+            q.push_buf(end - nl..end);
+        }
+    }
+}
+
+/// A pool of `ClientIo`s, each with two buffers of one size.
+pub struct IoPool {
+    free: Vec<Box<ClientIo>>,
+    size: usize,
+    max_free: usize,
+}
+
+impl IoPool {
+    pub fn new(size: usize, max_free: usize) -> Self {
+        IoPool {
+            free: Vec::new(),
+            size,
+            max_free,
+        }
+    }
+
+    pub fn get(&mut self) -> Box<ClientIo> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Box::new(ClientIo::new(self.size)))
+    }
+
+    pub fn put(&mut self, mut io: Box<ClientIo>) {
+        if self.free.len() < self.max_free {
+            io.inbuf.start = 0;
+            io.inbuf.end = 0;
+            io.resp.start = 0;
+            io.resp.end = 0;
+            io.to_backend.clear();
+            io.to_client.clear();
+            io.ex = Exchange::default();
+            self.free.push(io);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::request;
+
+    fn io_with(req: &[u8]) -> Box<ClientIo> {
+        let mut io = IoPool::new(4096, 1).get();
+        io.inbuf.spare()[..req.len()].copy_from_slice(req);
+        io.inbuf.end = req.len();
+        let head = request::parse(io.inbuf.live(), 4096).unwrap().unwrap();
+        io.ex.begin(head, 0, true);
+        io
+    }
+
+    fn queued(q: &mut OutQueue, buf: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        q.flush(&mut out, buf).unwrap();
+        out
+    }
+
+    #[test]
+    fn absolute_form_is_rewritten_and_xff_added() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut io = io_with(b"GET http://a.example:80?x=1 HTTP/1.1\r\nHost: a.example\r\n\r\n");
+        io.forward_request(&peer, true, 16384, None).ok().unwrap();
+        let out = queued(&mut io.to_backend, io.inbuf.bytes());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /?x=1 HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 10.1.2.3\r\n\r\n"
+        );
+        assert!(io.ex.req_done());
+    }
+
+    #[test]
+    fn an_existing_xff_gets_the_address_appended() {
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let mut io = io_with(b"POST /p HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET");
+        io.forward_request(&peer, true, 16384, None).ok().unwrap();
+        let out = queued(&mut io.to_backend, io.inbuf.bytes());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1, 10.1.2.3\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        );
+        assert!(io.ex.req_done());
+        assert_eq!(&io.inbuf.bytes()[io.ex.fwd..io.inbuf.end], b"GET");
+    }
+
+    fn respond(io: &mut ClientIo, bytes: &[u8]) -> Vec<u8> {
+        let end = io.resp.end;
+        io.resp.spare()[..bytes.len()].copy_from_slice(bytes);
+        io.resp.end = end + bytes.len();
+        io.relay_response().unwrap();
+        queued(&mut io.to_client, io.resp.bytes())
+    }
+
+    #[test]
+    fn packets_become_chunks_for_http11_at_every_split() {
+        let resp = b"HTTP/1.1 200 OK\r\nX-Swiftiply-Close: 1\r\n\r\n00000003abc00000000000000010123456789--------";
+        for cut in 0..resp.len() {
+            let mut io = io_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            let mut out = respond(&mut io, &resp[..cut]);
+            out.extend(respond(&mut io, &resp[cut..]));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\na\r\n0123456789\r\n0\r\n\r\n",
+                "cut {cut}"
+            );
+            assert!(io.ex.resp_done());
+        }
+    }
+
+    #[test]
+    fn packets_are_raw_and_close_delimited_for_http10() {
+        let mut io = io_with(b"GET / HTTP/1.0\r\n\r\n");
+        let out = respond(
+            &mut io,
+            b"HTTP/1.1 200 OK\r\nX-Swiftiply-Close: 1\r\n\r\n00000002hi--------",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhi"
+        );
+        assert!(io.ex.close_after && io.ex.resp_done());
+    }
+
+    #[test]
+    fn interim_responses_are_relayed_to_http11_only() {
+        let mut io = io_with(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        let out = respond(
+            &mut io,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+        let mut io = io_with(b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        let out = respond(
+            &mut io,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn bytes_after_the_response_mark_the_backend_broken() {
+        let mut io = io_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        respond(
+            &mut io,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokJUNK",
+        );
+        assert!(io.ex.resp_done());
+        assert!(io.ex.backend_extra);
+    }
+}
