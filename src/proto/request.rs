@@ -91,21 +91,12 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            let window = &buf[..buf.len().min(max_head)];
-            if buf.len() >= max_head {
-                return Err(if window.contains(&b'\n') {
-                    RequestError::HeaderTooLarge
-                } else {
-                    RequestError::UriTooLong
-                });
-            }
-            return Ok(None);
-        }
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(over_limit(buf, max_head)),
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(map_parse_error(e)),
     };
     if len > max_head {
-        return Err(RequestError::HeaderTooLarge);
+        return Err(over_limit(buf, max_head));
     }
     let method_s = req.method.unwrap_or("");
     let target_s = req.path.unwrap_or("");
@@ -208,6 +199,15 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
         path: origin.start..origin.start + path_len,
         xff_value_end,
     }))
+}
+
+/// 414 when the request line alone is over the limit, else 431.
+fn over_limit(buf: &[u8], max_head: usize) -> RequestError {
+    if buf[..buf.len().min(max_head)].contains(&b'\n') {
+        RequestError::HeaderTooLarge
+    } else {
+        RequestError::UriTooLong
+    }
 }
 
 fn map_parse_error(e: httparse::Error) -> RequestError {

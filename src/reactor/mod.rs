@@ -34,6 +34,7 @@ use crate::proto::request::{self, RequestBody, RequestHead};
 use crate::router::Router;
 use crate::section::Section;
 use backend::{BackendConn, BackendState, Unpaired};
+use crate::proto::body::{BodyError, BodyScanner};
 use client::{ClientConn, ForwardError, IoPool, Phase, ReadOutcome, RespState};
 use timer::Timers;
 
@@ -43,9 +44,9 @@ const LISTENER_BASE: usize = usize::MAX / 2;
 const LINGER: Duration = Duration::from_secs(2);
 /// Pause before retrying `accept` after running out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Upper bound on steps taken for one connection per wake-up; only a bug
-/// could reach it, and then the loop must not hang.
-const MAX_STEPS: usize = 10_000;
+/// Steps taken for one connection per wake-up before others get a turn; a
+/// connection that still has work is driven again after the next poll.
+const STEP_BUDGET: usize = 64;
 
 /// Counters shown by the health check (and logs).
 #[derive(Debug, Default, Clone)]
@@ -163,6 +164,8 @@ pub struct Reactor {
     timers: Timers,
     /// Clients to drive after the current event (a backend became free).
     pending: Vec<usize>,
+    /// Clients that used up their step budget; driven after the next poll.
+    deferred: Vec<usize>,
     accept_retry: Option<Instant>,
     now: Instant,
     pub stats: Stats,
@@ -233,6 +236,7 @@ impl Reactor {
             pool: IoPool::new(buffer_size, 4096),
             timers: Timers::default(),
             pending: Vec::new(),
+            deferred: Vec::new(),
             accept_retry: None,
             now: Instant::now(),
             stats: Stats::default(),
@@ -267,7 +271,11 @@ impl Reactor {
                 .into_iter()
                 .flatten()
                 .min();
-            let timeout = wake.map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.deferred.is_empty() {
+                wake.map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -279,6 +287,11 @@ impl Reactor {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 self.on_event(event.token().0, readable, writable);
+                self.run_pending();
+            }
+            let deferred = std::mem::take(&mut self.deferred);
+            for c in deferred {
+                self.drive_client(c);
                 self.run_pending();
             }
             self.fire_timers();
@@ -510,7 +523,7 @@ impl Reactor {
     // ----- clients -----
 
     fn drive_client(&mut self, c: usize) {
-        for _ in 0..MAX_STEPS {
+        for _ in 0..STEP_BUDGET {
             let step = match client_in(&mut self.conns, c).map(|cl| &cl.phase) {
                 None => return,
                 Some(Phase::Head) => self.step_head(c),
@@ -533,8 +546,8 @@ impl Reactor {
                 Step::Wait | Step::Gone => return,
             }
         }
-        warn!("client connection {c} made no progress after {MAX_STEPS} steps; closing it");
-        self.close_client(c);
+        // Out of budget with work left: let other connections run first.
+        self.deferred.push(c);
     }
 
     /// Enters `Head` for the next request on a kept-alive connection.
@@ -790,27 +803,25 @@ impl Reactor {
         if let Err(e) = io.relay_response() {
             return Pump::BackendFailed(format!("bad response: {e}"));
         }
-        if io.ex.backend_eof && !io.ex.resp_done() {
-            match &io.ex.resp {
-                RespState::Body(crate::proto::body::BodyScanner::UntilClose)
-                    if io.ex.resp_parse == io.resp.end =>
-                {
-                    io.ex.resp = RespState::Done;
-                }
-                RespState::Body(crate::proto::body::BodyScanner::UntilClose) => {}
-                _ if io.ex.resp_parse < io.resp.end => {} // still bytes to relay first
-                _ => return Pump::BackendFailed("closed before its response was complete".into()),
-            }
-        }
-
         // Proxy → client.
         match cl.flush_out() {
             Ok(n) => progress |= n > 0,
             Err(_) => return Pump::ClientGone,
         }
-        let Some(io) = cl.io.as_ref() else {
+        let Some(io) = cl.io.as_mut() else {
             return Pump::ClientGone;
         };
+        if io.ex.backend_eof && !io.ex.resp_done() {
+            let until_close = matches!(io.ex.resp, RespState::Body(BodyScanner::UntilClose));
+            if until_close && io.ex.resp_parse == io.resp.end {
+                io.ex.resp = RespState::Done;
+                progress = true;
+            } else if !until_close && !progress && io.to_client.is_empty() {
+                // Nothing is waiting for room, yet the response is not complete
+                // and no more bytes will come.
+                return Pump::BackendFailed("closed before its response was complete".into());
+            }
+        }
         if io.ex.resp_done() && io.to_client.is_empty() {
             return Pump::Finished;
         }
@@ -1077,12 +1088,11 @@ fn backend_in(conns: &mut Slab<Entry>, b: usize) -> Option<&mut BackendConn> {
     }
 }
 
-fn body_error_text(e: crate::proto::body::BodyError) -> &'static str {
-    use crate::proto::body::BodyError as E;
+fn body_error_text(e: BodyError) -> &'static str {
     match e {
-        E::BadChunkSize => "malformed chunk size in the request body",
-        E::BadChunkEnd => "chunk data not followed by CRLF in the request body",
-        E::LineTooLong => "chunk extension or trailers too long in the request body",
+        BodyError::BadChunkSize => "malformed chunk size in the request body",
+        BodyError::BadChunkEnd => "chunk data not followed by CRLF in the request body",
+        BodyError::LineTooLong => "chunk extension or trailers too long in the request body",
     }
 }
 

@@ -1,0 +1,77 @@
+//! Built-in values: what a key means when it is left out, the hard limits a
+//! value must stay within, and the whole configuration used when there is no
+//! config file at all.
+//!
+//! (Not to be confused with the `defaults:` key of the file, which an
+//! operator writes and which is merged into each `map` entry in `merge.rs`.)
+//!
+//! Invariant: `config()` holds exactly the values a minimal file gets from
+//! the `DEFAULT_*` constants here, and passes `Config::validate`; the test
+//! `builtin_default_is_valid` checks both.
+
+use std::time::Duration;
+
+use super::{Config, SectionConfig};
+
+pub(super) const DEFAULT_TIMEOUT_S: u64 = 3;
+pub(super) const DEFAULT_HEADER_TIMEOUT_S: u64 = 10;
+pub(super) const DEFAULT_KEEPALIVE_TIMEOUT_S: u64 = 30;
+pub(super) const DEFAULT_BACKEND_TIMEOUT_S: u64 = 60;
+pub(super) const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 5;
+pub(super) const DEFAULT_HEALTH_URI: &str = "/swiftiply_health";
+pub(super) const DEFAULT_LOG_LEVEL: u8 = 2;
+pub(super) const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
+pub(super) const MIN_MAX_HEADER_BYTES: u64 = 1024;
+pub(super) const MAX_MAX_HEADER_BYTES: u64 = 1_048_576;
+pub(super) const DEFAULT_REDEPLOYMENT_SIZELIMIT: usize = 16384;
+/// A redeployable request is replayed from the single connection buffer that
+/// holds it, so it can be no larger than that buffer.
+pub(super) const MAX_REDEPLOYMENT_SIZELIMIT: u64 = 1_048_576;
+/// The handshake sends the key length as two hex digits.
+pub(super) const MAX_KEY_BYTES: usize = 255;
+/// Durations are kept to the microsecond; this bound keeps that exact when
+/// printed as float seconds and read back.
+pub(super) const MAX_DURATION_S: f64 = 1e9;
+
+pub(super) fn default_cache_extensions() -> Vec<String> {
+    vec!["html".into()]
+}
+
+/// What runs with no config file: clients on 127.0.0.1:8080, one default
+/// section for `localhost` whose backends connect to 127.0.0.1:30000.
+pub(super) fn config() -> Config {
+    Config {
+        cluster_address: vec!["127.0.0.1".into()],
+        cluster_port: vec![8080],
+        daemonize: false,
+        pidfile: None,
+        user: None,
+        group: None,
+        timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
+        health_check_uri: DEFAULT_HEALTH_URI.into(),
+        ssl: Vec::new(),
+        log_level: DEFAULT_LOG_LEVEL,
+        header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_S),
+        keepalive_timeout: Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_S),
+        backend_timeout: Duration::from_secs(DEFAULT_BACKEND_TIMEOUT_S),
+        handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S),
+        max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        max_body_bytes: None,
+        sections: vec![SectionConfig {
+            incoming: vec!["localhost".into()],
+            // A literal socket address always parses.
+            outgoing: vec!["127.0.0.1:30000".parse().unwrap()],
+            default: true,
+            key: String::new(),
+            docroot: None,
+            sendfileroot: None,
+            enable_sendfile_404: false,
+            xforwardedfor: false,
+            redeployable: false,
+            redeployment_sizelimit: DEFAULT_REDEPLOYMENT_SIZELIMIT,
+            staticmask: None,
+            cache_directory: None,
+            cache_extensions: default_cache_extensions(),
+        }],
+    }
+}
