@@ -73,8 +73,15 @@ fn serve(addr: &str, key: &str, n: usize) -> io::Result<()> {
                 }
             }
         }
-        let body_len = if chunked { read_chunked(&mut reader)? } else { discard(&mut reader, length)? };
-        let text = format!("Hello from backend {id}: {} ({body_len} body bytes)\n", request_line.trim_end());
+        let body_len = if chunked {
+            read_chunked(&mut reader)?
+        } else {
+            discard(&mut reader, length)?
+        };
+        let text = format!(
+            "Hello from backend {id}: {} ({body_len} body bytes)\n",
+            request_line.trim_end()
+        );
         write!(
             sock,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{text}",

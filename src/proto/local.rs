@@ -38,7 +38,7 @@ pub fn health_tail(
     let body_len = {
         let mut w = &mut body[..];
         for (status, n) in counts {
-            let _ = write!(w, "{status}:{n}\n");
+            let _ = writeln!(w, "{status}:{n}");
         }
         96 - w.len()
     };

@@ -91,7 +91,9 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => return Err(over_limit(buf, max_head)),
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+            return Err(over_limit(buf, max_head))
+        }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(map_parse_error(e)),
     };

@@ -29,12 +29,12 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::proto::body::{BodyError, BodyScanner};
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
 use crate::router::Router;
 use crate::section::Section;
 use backend::{BackendConn, BackendState, Unpaired};
-use crate::proto::body::{BodyError, BodyScanner};
 use client::{ClientConn, ForwardError, IoPool, Phase, ReadOutcome, RespState};
 use timer::Timers;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::result_large_err)] // test helpers: a rich error beats a small one here
 //! Shared harness for the end-to-end tests: runs the real `swiftiply` binary,
 //! plays backends (which connect *to* the proxy) and raw HTTP clients over
 //! loopback sockets. Standard library only.
@@ -824,7 +825,13 @@ pub fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool 
 fn request_framing(headers: &[(String, String)]) -> io::Result<Framing> {
     let te = headers_all(headers, "transfer-encoding");
     if !te.is_empty() {
-        let last = te.last().unwrap().split(',').last().unwrap_or("").trim();
+        let last = te
+            .last()
+            .unwrap()
+            .split(',')
+            .next_back()
+            .unwrap_or("")
+            .trim();
         if last.eq_ignore_ascii_case("chunked") {
             return Ok(Framing::Chunked);
         }
@@ -846,7 +853,13 @@ fn response_framing(status: u16, request_was_head: bool, headers: &[(String, Str
     }
     let te = headers_all(headers, "transfer-encoding");
     if !te.is_empty() {
-        let last = te.last().unwrap().split(',').last().unwrap_or("").trim();
+        let last = te
+            .last()
+            .unwrap()
+            .split(',')
+            .next_back()
+            .unwrap_or("")
+            .trim();
         if last.eq_ignore_ascii_case("chunked") {
             return Framing::Chunked;
         }
@@ -1357,7 +1370,7 @@ impl Backend {
     /// connection or a read times out); returns how many were served.
     pub fn serve_echo(&mut self, n: Option<usize>) -> usize {
         let mut served = 0;
-        while n.map_or(true, |n| served < n) {
+        while n.is_none_or(|n| served < n) {
             match self.read_request() {
                 Ok(Some(r)) => {
                     apply_directives(&r.target);
@@ -1553,11 +1566,7 @@ impl EchoFarm {
                         },
                     };
                     be.set_read_timeout(Duration::from_secs(120));
-                    loop {
-                        let h = match be.read_request_head() {
-                            Ok(Some(h)) => h,
-                            _ => break,
-                        };
+                    while let Ok(Some(h)) = be.read_request_head() {
                         let _ = tx.send(Seen {
                             backend: id.clone(),
                             target: h.target.clone(),
