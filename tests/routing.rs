@@ -356,3 +356,28 @@ fn health_endpoint_counts_errors() {
     assert_eq!(health_counter(&body, "404"), 1, "{body}");
     assert_eq!(health_counter(&body, "503"), 1, "{body}");
 }
+
+#[test]
+fn health_endpoint_counts_bad_gateways_and_refused_handshakes() {
+    let p = Proxy::start(&one_section("timeout: 5", "key: s3cret"));
+    let mut wrong = Backend::connect(p.backend_addr(0), &id12("wrong", 1), "guess");
+    assert!(
+        wrong.is_closed(Duration::from_secs(5)),
+        "wrong key was kept"
+    );
+    // A backend that reads the request and dies without answering: 502.
+    let mut dying = Backend::connect(p.backend_addr(0), &id12("dies", 1), "s3cret");
+    let h = std::thread::spawn(move || {
+        let _ = dying.read_request();
+    });
+    let r = get_once(p.client_addr(), "app.test", "/x");
+    assert_error_response(&r, 502);
+    join_within(h, Duration::from_secs(10), "dying backend");
+
+    let r = get_once(p.client_addr(), "app.test", "/swiftiply_health");
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.body_str();
+    assert_eq!(health_counter(&body, "refused_handshakes"), 1, "{body}");
+    assert_eq!(health_counter(&body, "502"), 1, "{body}");
+    assert_eq!(health_counter(&body, "504"), 0, "{body}");
+}

@@ -25,22 +25,27 @@ pub fn error_response(status: u16) -> &'static [u8] {
 pub const HEALTH_HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-store\r\nContent-Length: ";
 
+/// Longest health tail `health_tail` writes (every counter at u64::MAX).
+pub const HEALTH_TAIL_MAX: usize = 256;
+
 /// Writes `<len>\r\n[Connection: ...\r\n]\r\n<body>` for the health check into
-/// `out`, returning the bytes written. The body lists the error counters.
+/// `out` (at least `HEALTH_TAIL_MAX` bytes), returning the bytes written. The
+/// body has one `name:count` line per counter: the classic `400`, `404` and
+/// `503` first, then any others (at most six).
 pub fn health_tail(
     out: &mut [u8],
-    counts: [(u16, u64); 3],
+    counts: &[(&str, u64)],
     close: bool,
     http10_keep_alive: bool,
 ) -> usize {
     use std::io::Write;
-    let mut body = [0u8; 96];
+    let mut body = [0u8; 192];
     let body_len = {
         let mut w = &mut body[..];
-        for (status, n) in counts {
-            let _ = writeln!(w, "{status}:{n}");
+        for (name, n) in counts {
+            let _ = writeln!(w, "{name}:{n}");
         }
-        96 - w.len()
+        192 - w.len()
     };
     let mut w = &mut out[..];
     let conn = if close {
@@ -83,11 +88,31 @@ mod tests {
 
     #[test]
     fn the_health_body_lists_the_counters() {
-        let mut out = [0u8; 160];
-        let n = health_tail(&mut out, [(400, 1), (404, 22), (503, 333)], false, false);
+        let mut out = [0u8; HEALTH_TAIL_MAX];
+        let n = health_tail(
+            &mut out,
+            &[("400", 1), ("404", 22), ("503", 333)],
+            false,
+            false,
+        );
         assert_eq!(
             std::str::from_utf8(&out[..n]).unwrap(),
             "21\r\n\r\n400:1\n404:22\n503:333\n"
+        );
+        let max = u64::MAX;
+        let counts = [
+            ("400", max),
+            ("404", max),
+            ("503", max),
+            ("502", max),
+            ("504", max),
+            ("refused_handshakes", max),
+        ];
+        let n = health_tail(&mut out, &counts, false, true);
+        let text = std::str::from_utf8(&out[..n]).unwrap();
+        assert!(
+            text.ends_with("refused_handshakes:18446744073709551615\n"),
+            "{text}"
         );
     }
 }

@@ -439,11 +439,7 @@ impl Reactor {
             return;
         };
         let section = be.section;
-        let key = self.sections[section].cfg.key.as_bytes().to_vec();
-        let Some(be) = backend_in(&mut self.conns, b) else {
-            return;
-        };
-        match be.read_unpaired(&key) {
+        match be.read_unpaired(self.sections[section].cfg.key.as_bytes()) {
             Unpaired::Wait => {}
             Unpaired::Joined => {
                 self.stats.backends_joined += 1;
@@ -603,11 +599,6 @@ impl Reactor {
 
     fn on_request(&mut self, c: usize, head: RequestHead) -> Step {
         self.stats.requests += 1;
-        let counts = [
-            (400, self.stats.status_400),
-            (404, self.stats.status_404),
-            (503, self.stats.status_503),
-        ];
         let max_body = self.limits.max_body_bytes;
         let health = self.limits.health_uri.as_bytes();
         let router = &self.router;
@@ -622,10 +613,19 @@ impl Reactor {
         if &buf[start + head.path.start..start + head.path.end] == health {
             let close = !head.keep_alive || head.body != RequestBody::None;
             io.inbuf.start = start + head.len;
+            let st = &self.stats;
+            let counts = [
+                ("400", st.status_400),
+                ("404", st.status_404),
+                ("503", st.status_503),
+                ("502", st.status_502),
+                ("504", st.status_504),
+                ("refused_handshakes", st.handshakes_refused),
+            ];
             io.to_client.push_static(local::HEALTH_HEAD);
             let n = local::health_tail(
                 io.to_client.scratch_space(),
-                counts,
+                &counts,
                 close,
                 head.minor == 0 && !close,
             );

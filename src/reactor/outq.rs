@@ -13,7 +13,8 @@ use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 
 const SEGS: usize = 16;
-const SCRATCH: usize = 160;
+/// Room for the health check's tail, the largest scratch user.
+const SCRATCH: usize = crate::proto::local::HEALTH_TAIL_MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seg {
