@@ -316,3 +316,34 @@ fn unknown_flag_is_refused() {
     let out = run_cli(&["--no-such-flag"], T);
     assert!(!out.success() && out.code.is_some(), "{out:?}");
 }
+
+#[test]
+fn dash_c_runs_the_config() {
+    let p = Proxy::start_dash_c(&good());
+    assert_ne!(p.client_addr().port(), 0);
+    let r = get_once(p.client_addr(), "app.test", "/swiftiply_health");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// With no argument the proxy runs on the built-in default: clients on
+/// 127.0.0.1:8080, one default section whose backends dial 127.0.0.1:30000.
+/// If another program holds one of those ports here, the proxy must say so.
+#[test]
+fn no_argument_runs_the_builtin_default() {
+    match Proxy::try_start_builtin_default() {
+        Ok(p) => {
+            let text = p.stderr_text();
+            assert!(text.contains("built-in default"), "{text}");
+            assert_eq!(p.client_addr(), "127.0.0.1:8080".parse().unwrap());
+            assert_eq!(p.backend_addr(0), "127.0.0.1:30000".parse().unwrap());
+            let farm = EchoFarm::start(p.backend_addr(0), "", 1, false);
+            let r = get_once(p.client_addr(), "anything.test", "/default");
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.header("x-backend"), Some(farm.ids[0].as_str()));
+        }
+        Err(e) => assert!(
+            e.contains("127.0.0.1:8080") || e.contains("127.0.0.1:30000"),
+            "the default failed to start without naming the busy address:\n{e}"
+        ),
+    }
+}

@@ -182,6 +182,13 @@ fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: SharedLog) {
     });
 }
 
+/// How `Proxy::launch` passes the config file.
+#[derive(Clone, Copy)]
+enum Launch {
+    Positional,
+    DashC,
+}
+
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| line[i + marker.len()..].trim())
 }
@@ -198,10 +205,30 @@ impl Proxy {
     }
 
     pub fn try_start(yaml: &str) -> Result<Proxy, String> {
+        Proxy::launch(Some(yaml), Launch::Positional)
+    }
+
+    /// Starts the proxy as `swiftiply -c CONFIG`.
+    pub fn start_dash_c(yaml: &str) -> Proxy {
+        Proxy::launch(Some(yaml), Launch::DashC).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the proxy with no arguments at all (the built-in default).
+    pub fn try_start_builtin_default() -> Result<Proxy, String> {
+        Proxy::launch(None, Launch::Positional)
+    }
+
+    fn launch(yaml: Option<&str>, how: Launch) -> Result<Proxy, String> {
         let dir = TempDir::new("proxy");
-        let config_path = dir.write("config.yml", yaml);
+        let config_path = dir.write("config.yml", yaml.unwrap_or(""));
+        let args: Vec<&OsStr> = match (yaml, how) {
+            (None, _) => vec![],
+            (Some(_), Launch::Positional) => vec![config_path.as_os_str()],
+            (Some(_), Launch::DashC) => vec![OsStr::new("-c"), config_path.as_os_str()],
+        };
+        let yaml = yaml.unwrap_or("(no config file)");
         let mut child = Command::new(BIN)
-            .arg(&config_path)
+            .args(&args)
             .current_dir(&dir.path)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
