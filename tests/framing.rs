@@ -364,3 +364,35 @@ fn chunked_request_body_forwarded_chunked() {
         "body framing changed"
     );
 }
+
+#[test]
+fn chunked_response_is_decoded_for_an_http10_client() {
+    let p = proxy();
+    let mut b = Backend::connect(p.backend_addr(0), &id12("ch10-", 1), "");
+    let h = thread::spawn(move || {
+        let r = b.expect_request();
+        assert_eq!(r.version, "HTTP/1.0");
+        b.respond_chunked(
+            &[b"hello ", b"chunked ", b"world"],
+            Duration::from_millis(1),
+        );
+        // The backend connection stays pooled: it serves the next client.
+        b.echo_one();
+    });
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"GET /chunked10 HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.header("transfer-encoding").is_none(),
+        "HTTP/1.0 client got Transfer-Encoding: {r:?}"
+    );
+    assert!(r.says_close(), "{r:?}");
+    assert_eq!(r.framing, Framing::UntilClose, "{r:?}");
+    assert_eq!(r.body, b"hello chunked world");
+    assert!(c.is_closed(Duration::from_secs(3)));
+
+    let r = get_once(p.client_addr(), "app.test", "/after");
+    assert_eq!(r.status, 200, "{r:?}");
+    join_within(h, Duration::from_secs(30), "backend");
+}

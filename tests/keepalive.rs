@@ -207,3 +207,34 @@ fn idle_keepalive_connection_closed_after_keepalive_timeout() {
         "idle keep-alive connection still open 5 s after keepalive_timeout: 1"
     );
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_response() {
+    let p = Proxy::start(&one_section("", ""));
+    let mut b = Backend::connect(p.backend_addr(0), &id12("half-", 1), "");
+    let h = std::thread::spawn(move || {
+        b.echo_one(); // warm-up: proves the backend joined the pool
+        b.echo_one();
+        b.echo_one(); // still pooled afterwards
+    });
+    // While a request waits in the queue, a half-close is taken as the
+    // client leaving; once a backend holds it, the response still comes.
+    let r = get_once(p.client_addr(), "app.test", "/warmup");
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut s = std::net::TcpStream::connect(p.client_addr()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /half HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("GET /half HTTP/1.1"), "{text}");
+
+    let r = get_once(p.client_addr(), "app.test", "/after");
+    assert_eq!(r.status, 200, "{r:?}");
+    join_within(h, std::time::Duration::from_secs(20), "backend");
+}

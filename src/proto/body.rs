@@ -7,6 +7,7 @@
 //! (client → backend) and responses (backend → client).
 
 use std::fmt;
+use std::ops::Range;
 
 /// Longest chunk-size line (size + extensions) or trailer line we accept.
 const MAX_LINE: u32 = 4096;
@@ -128,9 +129,34 @@ impl ChunkedScanner {
         self.state == Chunk::Done
     }
 
+    /// Claims the prefix of `input` that belongs to the body (framing included).
     pub fn scan(&mut self, input: &[u8]) -> Result<usize, BodyError> {
+        self.run(input, false)
+    }
+
+    /// Decodes instead of scanning: consumes framing up to the next chunk
+    /// data, or consumes chunk data and returns its range of `input`. Call
+    /// again with the rest while bytes remain and the body is not done.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<Range<usize>>), BodyError> {
+        if self.state == Chunk::Data {
+            let n = self.size.min(input.len() as u64);
+            self.size -= n;
+            self.payload += n;
+            if self.size == 0 {
+                self.state = Chunk::DataCr;
+            }
+            let n = n as usize;
+            return Ok((n, (n > 0).then_some(0..n)));
+        }
+        Ok((self.run(input, true)?, None))
+    }
+
+    fn run(&mut self, input: &[u8], stop_at_data: bool) -> Result<usize, BodyError> {
         let mut i = 0;
         while i < input.len() {
+            if stop_at_data && self.state == Chunk::Data {
+                break;
+            }
             let b = input[i];
             match self.state {
                 Chunk::Done => break,
@@ -293,6 +319,30 @@ mod tests {
         let body = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nY: 2\r\n\r\nrest";
         let n = scan_all_splits(body).unwrap();
         assert_eq!(&body[n..], b"rest");
+    }
+
+    #[test]
+    fn decoding_yields_the_payload_at_every_split() {
+        let body = b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nNEXT";
+        for cut in 0..=body.len() {
+            let mut s = ChunkedScanner::new();
+            let mut out = Vec::new();
+            let mut used = 0;
+            for part in [&body[..cut], &body[cut..]] {
+                let mut pos = 0;
+                while pos < part.len() && !s.is_done() {
+                    let (n, data) = s.decode(&part[pos..]).unwrap();
+                    if let Some(r) = data {
+                        out.extend_from_slice(&part[pos + r.start..pos + r.end]);
+                    }
+                    pos += n;
+                }
+                used += pos;
+            }
+            assert_eq!(out, b"helloabc", "cut {cut}");
+            assert!(s.is_done());
+            assert_eq!(&body[used..], b"NEXT", "cut {cut}");
+        }
     }
 
     #[test]

@@ -100,11 +100,12 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     if len > max_head {
         return Err(over_limit(buf, max_head));
     }
-    let method_s = req.method.unwrap_or("");
-    let target_s = req.path.unwrap_or("");
-    let minor = req.version.unwrap_or(1);
-    let method =
-        offset_in(buf, method_s.as_bytes())..offset_in(buf, method_s.as_bytes()) + method_s.len();
+    // httparse fills all three whenever it reports a complete head.
+    let (Some(method_s), Some(target_s), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Bad("malformed request line"));
+    };
+    let m0 = offset_in(buf, method_s.as_bytes());
+    let method = m0..m0 + method_s.len();
     let t0 = offset_in(buf, target_s.as_bytes());
     let target = t0..t0 + target_s.len();
     if method_s == "CONNECT" {

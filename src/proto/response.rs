@@ -16,8 +16,9 @@ use std::ops::Range;
 use super::{has_token, line_end, offset_in, parse_length};
 
 const MAX_HEADERS: usize = 100;
-/// Most header lines the proxy removes from one response.
-pub const MAX_DROPPED: usize = 8;
+/// Most hop-by-hop and framing header lines one response may carry; more is
+/// refused as hostile (the proxy must be able to remove every one of them).
+pub const MAX_SPECIAL_LINES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseBody {
@@ -38,9 +39,11 @@ pub struct ResponseHead {
     pub body: ResponseBody,
     /// The backend said `Connection: close`.
     pub conn_close: bool,
-    /// Header lines (name through CRLF) the client must not see, in order.
-    dropped: [(u32, u32); MAX_DROPPED],
-    dropped_len: u8,
+    /// Header lines (name through CRLF) the proxy may remove, in order:
+    /// hop-by-hop lines (always removed) and framing lines (Content-Length,
+    /// Transfer-Encoding: removed when the proxy re-frames the body).
+    special: [(u32, u32, LineKind); MAX_SPECIAL_LINES],
+    special_len: u8,
     /// Value of an `X-Sendfile` header, if any.
     pub sendfile: Option<Range<usize>>,
 }
@@ -51,18 +54,20 @@ impl ResponseHead {
         (100..200).contains(&self.status)
     }
 
-    pub fn dropped(&self) -> impl Iterator<Item = Range<usize>> + '_ {
-        self.dropped[..usize::from(self.dropped_len)]
+    /// The lines removed for the client, in order.
+    fn dropped(&self, drop_framing: bool) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.special[..usize::from(self.special_len)]
             .iter()
-            .map(|&(a, b)| a as usize..b as usize)
+            .filter(move |(_, _, kind)| *kind == LineKind::Hop || drop_framing)
+            .map(|&(a, b, _)| a as usize..b as usize)
     }
 
     /// The head's byte ranges the client receives, without the final blank
     /// line; the caller appends `ClientPlan::extra` and `\r\n`.
-    pub fn kept_ranges(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+    pub fn kept_ranges(&self, plan: &ClientPlan) -> impl Iterator<Item = Range<usize>> + '_ {
         let end = self.len - self.final_nl;
         let mut pos = 0;
-        let mut drops = self.dropped();
+        let mut drops = self.dropped(plan.drop_framing);
         std::iter::from_fn(move || loop {
             if pos >= end {
                 return None;
@@ -86,6 +91,12 @@ impl ResponseHead {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineKind {
+    Hop,
+    Framing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseError {
     Malformed,
     BadLength,
@@ -102,7 +113,9 @@ impl fmt::Display for ResponseError {
             ResponseError::BadLength => "invalid or conflicting Content-Length",
             ResponseError::LengthAndChunked => "both Content-Length and Transfer-Encoding",
             ResponseError::SwitchingProtocols => "101 Switching Protocols is not supported",
-            ResponseError::TooManyHopHeaders => "too many Connection-type headers",
+            ResponseError::TooManyHopHeaders => {
+                "too many Connection, Keep-Alive or framing headers"
+            }
             ResponseError::TooLarge => "response head larger than the buffer",
         })
     }
@@ -134,59 +147,53 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
         minor: resp.version.unwrap_or(1),
         body: ResponseBody::UntilClose,
         conn_close: false,
-        dropped: [(0, 0); MAX_DROPPED],
-        dropped_len: 0,
+        special: [(0, 0, LineKind::Hop); MAX_SPECIAL_LINES],
+        special_len: 0,
         sendfile: None,
     };
     let mut length = None;
     let mut chunked = false;
     let mut te_seen = false;
     let mut packets = false;
-    let mut framing_lines: [(u32, u32); 4] = [(0, 0); 4];
-    let mut framing_len = 0;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let start = offset_in(buf, name);
         let line = start..line_end(buf, offset_in(buf, h.value) + h.value.len());
-        let drop_line = |head: &mut ResponseHead| -> Result<(), ResponseError> {
-            let i = usize::from(head.dropped_len);
-            if i == MAX_DROPPED {
-                return Err(ResponseError::TooManyHopHeaders);
-            }
-            head.dropped[i] = (line.start as u32, line.end as u32);
-            head.dropped_len += 1;
-            Ok(())
-        };
-        if name.eq_ignore_ascii_case(b"content-length") {
+        let kind = if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(h.value).ok_or(ResponseError::BadLength)?;
             if length.is_some_and(|old| old != n) {
                 return Err(ResponseError::BadLength);
             }
             length = Some(n);
-            if framing_len < framing_lines.len() {
-                framing_lines[framing_len] = (line.start as u32, line.end as u32);
-                framing_len += 1;
-            }
+            Some(LineKind::Framing)
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             te_seen = true;
             chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if framing_len < framing_lines.len() {
-                framing_lines[framing_len] = (line.start as u32, line.end as u32);
-                framing_len += 1;
-            }
+            Some(LineKind::Framing)
         } else if name.eq_ignore_ascii_case(b"connection") {
             head.conn_close |= has_token(h.value, "close");
-            drop_line(&mut head)?;
+            Some(LineKind::Hop)
         } else if name.eq_ignore_ascii_case(b"keep-alive") {
-            drop_line(&mut head)?;
+            Some(LineKind::Hop)
         } else if name.eq_ignore_ascii_case(b"x-swiftiply-close") {
             packets = true;
-            drop_line(&mut head)?;
-        } else if name.eq_ignore_ascii_case(b"x-sendfile") {
-            let v0 = offset_in(buf, h.value);
-            let v = h.value.trim_ascii();
-            let s = v0 + (v.as_ptr() as usize - h.value.as_ptr() as usize);
-            head.sendfile = Some(s..s + v.len());
+            Some(LineKind::Hop)
+        } else {
+            if name.eq_ignore_ascii_case(b"x-sendfile") {
+                let v0 = offset_in(buf, h.value);
+                let v = h.value.trim_ascii();
+                let s = v0 + (v.as_ptr() as usize - h.value.as_ptr() as usize);
+                head.sendfile = Some(s..s + v.len());
+            }
+            None
+        };
+        if let Some(kind) = kind {
+            let i = usize::from(head.special_len);
+            if i == MAX_SPECIAL_LINES {
+                return Err(ResponseError::TooManyHopHeaders);
+            }
+            head.special[i] = (line.start as u32, line.end as u32, kind);
+            head.special_len += 1;
         }
     }
     let no_body = request_is_head || head.is_interim() || status == 204 || status == 304;
@@ -196,16 +203,6 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
     head.body = if no_body {
         ResponseBody::None
     } else if packets {
-        // Packet framing replaces whatever framing headers the backend sent.
-        for &(a, b) in &framing_lines[..framing_len] {
-            let i = usize::from(head.dropped_len);
-            if i == MAX_DROPPED {
-                return Err(ResponseError::TooManyHopHeaders);
-            }
-            head.dropped[i] = (a, b);
-            head.dropped_len += 1;
-        }
-        head.dropped[..usize::from(head.dropped_len)].sort_unstable();
         ResponseBody::Packets
     } else if chunked {
         ResponseBody::Chunked
@@ -224,28 +221,39 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
 pub struct ClientPlan {
     /// Packet payloads become HTTP/1.1 chunks.
     pub reframe_chunked: bool,
+    /// A chunked body is decoded (for an HTTP/1.0 client, which cannot read
+    /// chunks) and delimited by closing the connection.
+    pub dechunk: bool,
+    /// Remove the backend's Content-Length/Transfer-Encoding lines.
+    pub drop_framing: bool,
     /// Close the client connection after this response.
     pub close_after: bool,
     /// Header lines the proxy adds before the blank line.
     pub extra: &'static [u8],
 }
 
+/// `client_keep_alive`: the client asked to keep the connection and its
+/// request will have been read completely when this response ends.
 pub fn plan(head: &ResponseHead, client_minor: u8, client_keep_alive: bool) -> ClientPlan {
-    let (reframe_chunked, delimited_by_close) = match head.body {
-        ResponseBody::Packets => (client_minor == 1, client_minor == 0),
-        ResponseBody::UntilClose => (false, true),
-        _ => (false, false),
+    let http10 = client_minor == 0;
+    let (reframe_chunked, dechunk, delimited_by_close) = match head.body {
+        ResponseBody::Packets => (!http10, false, http10),
+        ResponseBody::Chunked if http10 => (false, true, true),
+        ResponseBody::UntilClose => (false, false, true),
+        _ => (false, false, false),
     };
     let close_after = delimited_by_close || head.conn_close || !client_keep_alive;
-    let extra: &'static [u8] = match (reframe_chunked, close_after, client_minor) {
+    let extra: &'static [u8] = match (reframe_chunked, close_after, http10) {
         (true, true, _) => b"Transfer-Encoding: chunked\r\nConnection: close\r\n",
         (true, false, _) => b"Transfer-Encoding: chunked\r\n",
         (false, true, _) => b"Connection: close\r\n",
-        (false, false, 0) => b"Connection: keep-alive\r\n",
-        (false, false, _) => b"",
+        (false, false, true) => b"Connection: keep-alive\r\n",
+        (false, false, false) => b"",
     };
     ClientPlan {
         reframe_chunked,
+        dechunk,
+        drop_framing: head.body == ResponseBody::Packets || dechunk,
         close_after,
         extra,
     }
@@ -261,7 +269,7 @@ mod tests {
 
     fn client_view(s: &str, h: &ResponseHead, p: &ClientPlan) -> String {
         let mut out = String::new();
-        for r in h.kept_ranges() {
+        for r in h.kept_ranges(p) {
             out.push_str(&s[r]);
         }
         out.push_str(std::str::from_utf8(p.extra).unwrap());
@@ -380,6 +388,42 @@ mod tests {
         let p = plan(&h, 1, false);
         assert_eq!(p.extra, b"Connection: close\r\n");
         assert_eq!(plan(&h, 1, true).extra, b"");
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_for_http10_clients() {
+        let s = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n";
+        let h = head(s);
+        let p = plan(&h, 0, true);
+        assert!(p.dechunk && p.close_after);
+        assert_eq!(
+            client_view(s, &h, &p),
+            "HTTP/1.1 200 OK\r\nX-A: b\r\nConnection: close\r\n\r\n"
+        );
+        let p = plan(&h, 1, true);
+        assert!(!p.dechunk && !p.close_after);
+        assert_eq!(client_view(s, &h, &p), s);
+    }
+
+    #[test]
+    fn every_framing_line_is_removed_in_packet_mode() {
+        let mut s = String::from("HTTP/1.1 200 OK\r\nX-Swiftiply-Close: 1\r\n");
+        for _ in 0..5 {
+            s.push_str("Content-Length: 3\r\n");
+        }
+        s.push_str("\r\n");
+        let h = head(&s);
+        let view = client_view(&s, &h, &plan(&h, 1, true)).to_ascii_lowercase();
+        assert!(!view.contains("content-length"), "{view}");
+        let mut s = String::from("HTTP/1.1 200 OK\r\n");
+        for _ in 0..MAX_SPECIAL_LINES + 1 {
+            s.push_str("Connection: x\r\n");
+        }
+        s.push_str("\r\n");
+        assert_eq!(
+            parse(s.as_bytes(), false),
+            Err(ResponseError::TooManyHopHeaders)
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     pub readable: bool,
     pub writable: bool,
+    /// The client half-closed after a complete request: read no more.
+    pub read_closed: bool,
     pub phase: Phase,
     pub io: Option<Box<ClientIo>>,
     pub timer: TimerSlot,
@@ -68,6 +70,7 @@ impl ClientConn {
             peer,
             readable: false,
             writable: false,
+            read_closed: false,
             phase: Phase::Head,
             io: None,
             timer: TimerSlot::default(),
@@ -92,7 +95,7 @@ impl ClientConn {
 
     /// Reads into `inbuf` (compacting it first if that makes room).
     pub fn read_in(&mut self, pool: &mut IoPool) -> ReadOutcome {
-        if !self.readable {
+        if !self.readable || self.read_closed {
             return ReadOutcome::WouldBlock;
         }
         let io = self.io.get_or_insert_with(|| pool.get());
@@ -202,7 +205,10 @@ pub struct Exchange {
 pub enum RespState {
     #[default]
     Head,
+    /// Relayed as framed (Content-Length, chunked, until close).
     Body(BodyScanner),
+    /// Chunked, decoded for an HTTP/1.0 client.
+    Dechunk(ChunkedScanner),
     Packets {
         decoder: PacketDecoder,
         reframe: bool,
@@ -305,7 +311,11 @@ impl ClientIo {
                 return Err(ForwardError::TooLarge);
             }
         }
-        if ex.retained && ex.fwd - ex.req_start > sizelimit {
+        // Replayable only while the whole request can stay within the
+        // limit; once it reaches it with more to come, it cannot.
+        let used = ex.fwd - ex.req_start;
+        let body_done = ex.body.as_ref().is_none_or(BodyScanner::is_done);
+        if ex.retained && (used > sizelimit || (used == sizelimit && !body_done)) {
             ex.retained = false;
         }
         Ok(())
@@ -370,8 +380,11 @@ impl ClientIo {
                         }
                         continue;
                     }
-                    let plan = response::plan(&h, minor, keep_alive);
-                    for r in h.kept_ranges() {
+                    // Keep-alive only if the request will have been read
+                    // completely by the end of this response.
+                    let body_seen = ex.body.as_ref().is_none_or(BodyScanner::is_done);
+                    let plan = response::plan(&h, minor, keep_alive && body_seen);
+                    for r in h.kept_ranges(&plan) {
                         q.push_buf(start + r.start..start + r.end);
                     }
                     q.push_static(plan.extra);
@@ -379,8 +392,11 @@ impl ClientIo {
                     ex.started = true;
                     ex.close_after |= plan.close_after;
                     ex.resp = match h.body {
-                        ResponseBody::None => RespState::Done,
+                        ResponseBody::None | ResponseBody::Length(0) => RespState::Done,
                         ResponseBody::Length(n) => RespState::Body(BodyScanner::Length(n)),
+                        ResponseBody::Chunked if plan.dechunk => {
+                            RespState::Dechunk(ChunkedScanner::new())
+                        }
                         ResponseBody::Chunked => {
                             RespState::Body(BodyScanner::Chunked(ChunkedScanner::new()))
                         }
@@ -391,7 +407,28 @@ impl ClientIo {
                         },
                     };
                 }
+                RespState::Dechunk(scanner) => {
+                    if scanner.is_done() {
+                        ex.resp = RespState::Done;
+                        continue;
+                    }
+                    if ex.resp_parse == self.resp.end || !q.has_room(1, 0) {
+                        return Ok(());
+                    }
+                    let at = ex.resp_parse;
+                    let (n, data) = scanner
+                        .decode(&data[at..])
+                        .map_err(|_| ResponseError::Malformed)?;
+                    if let Some(r) = data {
+                        q.push_buf(at + r.start..at + r.end);
+                    }
+                    ex.resp_parse += n;
+                }
                 RespState::Body(scanner) => {
+                    if scanner.is_done() {
+                        ex.resp = RespState::Done;
+                        continue;
+                    }
                     if ex.resp_parse == self.resp.end || !q.has_room(1, 0) {
                         return Ok(());
                     }
@@ -670,6 +707,67 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn an_empty_content_length_response_is_complete_at_its_head() {
+        let mut io = io_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        respond(&mut io, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(io.ex.resp_done());
+    }
+
+    #[test]
+    fn chunked_responses_are_decoded_for_http10_clients() {
+        let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        for cut in 0..resp.len() {
+            let mut io = io_with(b"GET / HTTP/1.0\r\n\r\n");
+            let mut out = respond(&mut io, &resp[..cut]);
+            out.extend(respond(&mut io, &resp[cut..]));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcde",
+                "cut {cut}"
+            );
+            assert!(io.ex.resp_done() && io.ex.close_after);
+        }
+    }
+
+    #[test]
+    fn an_early_response_to_an_unfinished_upload_closes_the_client() {
+        let mut io = io_with(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc");
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        io.forward_request(&peer, false, 16384, None).ok().unwrap();
+        let out = respond(
+            &mut io,
+            b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Connection: close\r\n"));
+        assert!(io.ex.close_after);
+    }
+
+    #[test]
+    fn a_request_that_fills_the_limit_with_more_to_come_is_not_replayable() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut req = head.to_vec();
+        req.extend_from_slice(b"400\r\n");
+        req.resize(head.len() + 64, b'x');
+        let mut io = io_with(&req);
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        io.forward_request(&peer, false, req.len(), None)
+            .ok()
+            .unwrap();
+        assert!(
+            !io.ex.retained,
+            "a full limit with the body unfinished must end retention"
+        );
+        let mut io = io_with(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        io.forward_request(&peer, false, 27, None).ok().unwrap();
+        assert!(
+            io.ex.retained,
+            "a complete request exactly at the limit stays replayable"
         );
     }
 

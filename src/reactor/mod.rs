@@ -42,6 +42,8 @@ use timer::Timers;
 const LISTENER_BASE: usize = usize::MAX / 2;
 /// How long a closing client may take to stop sending, after an error.
 const LINGER: Duration = Duration::from_secs(2);
+/// Reads of discarded input per turn while lingering (others go first).
+const LINGER_READS: usize = 16;
 /// Pause before retrying `accept` after running out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Steps taken for one connection per wake-up before others get a turn; a
@@ -144,7 +146,12 @@ enum Step {
 /// How a paired exchange went this round (decided while both connections
 /// are borrowed; acted on afterwards).
 enum Pump {
-    Progress,
+    /// Bytes moved. `backend_side`: to or from the backend, or to the client
+    /// (what `backend_timeout` watches); client read-ahead alone does not
+    /// keep a silent backend alive.
+    Progress {
+        backend_side: bool,
+    },
     Wait,
     Finished,
     ClientGone,
@@ -166,6 +173,8 @@ pub struct Reactor {
     pending: Vec<usize>,
     /// Clients that used up their step budget; driven after the next poll.
     deferred: Vec<usize>,
+    /// The list being worked through (kept to reuse its allocation).
+    deferring: Vec<usize>,
     accept_retry: Option<Instant>,
     now: Instant,
     pub stats: Stats,
@@ -237,6 +246,7 @@ impl Reactor {
             timers: Timers::default(),
             pending: Vec::new(),
             deferred: Vec::new(),
+            deferring: Vec::new(),
             accept_retry: None,
             now: Instant::now(),
             stats: Stats::default(),
@@ -289,8 +299,8 @@ impl Reactor {
                 self.on_event(event.token().0, readable, writable);
                 self.run_pending();
             }
-            let deferred = std::mem::take(&mut self.deferred);
-            for c in deferred {
+            std::mem::swap(&mut self.deferred, &mut self.deferring);
+            while let Some(c) = self.deferring.pop() {
                 self.drive_client(c);
                 self.run_pending();
             }
@@ -472,6 +482,14 @@ impl Reactor {
         };
         be.state = BackendState::Idle;
         let section = be.section;
+        // A backend that closed (or sent bytes) after its response must not
+        // be handed the next request.
+        if be.readable {
+            if let Unpaired::Close(why) = be.read_unpaired(b"") {
+                self.close_backend(b, Some(why));
+                return;
+            }
+        }
         loop {
             match self.sections[section].take_waiting() {
                 Some(c) if client_in(&mut self.conns, c).is_some() => {
@@ -484,10 +502,6 @@ impl Reactor {
             }
         }
         self.sections[section].add_idle_backend(b);
-        // An idle backend may have closed while it was busy; look at it now.
-        if backend_in(&mut self.conns, b).is_some_and(|be| be.readable) {
-            self.drive_backend(b);
-        }
     }
 
     fn close_backend(&mut self, b: usize, why: Option<&str>) {
@@ -718,8 +732,10 @@ impl Reactor {
     fn step_proxy(&mut self, c: usize, section: usize, b: usize) -> Step {
         let pump = self.pump(c, section, b);
         match pump {
-            Pump::Progress => {
-                self.set_deadline(c, self.limits.backend_timeout);
+            Pump::Progress { backend_side } => {
+                if backend_side {
+                    self.set_deadline(c, self.limits.backend_timeout);
+                }
                 Step::Again
             }
             Pump::Wait => Step::Wait,
@@ -754,12 +770,20 @@ impl Reactor {
         let (Conn::Client(cl), Conn::Backend(be)) = (&mut ce.conn, &mut be.conn) else {
             return Pump::BackendFailed("backend connection vanished".into());
         };
+        let mut read_ahead = false;
         let mut progress = false;
 
         // Client → proxy.
         match cl.read_in(&mut self.pool) {
-            ReadOutcome::Data => progress = true,
-            ReadOutcome::Eof | ReadOutcome::Error => return Pump::ClientGone,
+            ReadOutcome::Data => read_ahead = true,
+            ReadOutcome::Eof => {
+                // A client that half-closes after a complete request still
+                // gets its response (judged below, once what it sent is
+                // forwarded); one that leaves mid-request is gone.
+                cl.read_closed = true;
+                read_ahead = true;
+            }
+            ReadOutcome::Error => return Pump::ClientGone,
             ReadOutcome::WouldBlock | ReadOutcome::Full => {}
         }
         let peer = cl.peer;
@@ -774,6 +798,12 @@ impl Reactor {
             Err(ForwardError::TooLarge) => {
                 return Pump::BadRequest(413, "request body larger than max_body_bytes")
             }
+        }
+        if cl.read_closed {
+            if !io.ex.req_done() && io.ex.fwd == io.inbuf.end {
+                return Pump::ClientGone; // the rest of the request will never come
+            }
+            io.ex.close_after = true;
         }
         if be.writable && !io.to_backend.is_empty() {
             match io.to_backend.flush(&be.sock, io.inbuf.bytes()) {
@@ -825,8 +855,10 @@ impl Reactor {
         if io.ex.resp_done() && io.to_client.is_empty() {
             return Pump::Finished;
         }
-        if progress {
-            Pump::Progress
+        if progress || read_ahead {
+            Pump::Progress {
+                backend_side: progress,
+            }
         } else {
             Pump::Wait
         }
@@ -839,7 +871,9 @@ impl Reactor {
         let Some(io) = cl.io.as_mut() else {
             return Step::Gone;
         };
-        let req_done = io.ex.req_done();
+        // The whole request must have reached the backend, or its stream is
+        // out of step with ours.
+        let req_done = io.ex.req_done() && io.to_backend.is_empty();
         let backend_ok = req_done && !io.ex.backend_extra && !io.ex.backend_eof;
         let backend_why = if io.ex.backend_eof {
             "closed after its response"
@@ -955,23 +989,30 @@ impl Reactor {
             return Step::Gone;
         };
         let mut sink = [0u8; 4096];
-        loop {
+        for _ in 0..LINGER_READS {
             if !cl.readable {
                 return Step::Wait;
             }
             match (&cl.sock).read(&mut sink) {
-                Ok(0) => break,
+                Ok(0) => {
+                    self.close_client(c);
+                    return Step::Gone;
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     cl.readable = false;
                     return Step::Wait;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+                Err(_) => {
+                    self.close_client(c);
+                    return Step::Gone;
+                }
             }
         }
-        self.close_client(c);
-        Step::Gone
+        // Still sending: come back after others had their turn.
+        self.deferred.push(c);
+        Step::Wait
     }
 
     fn close_client(&mut self, c: usize) {
