@@ -1,0 +1,340 @@
+//! One exchange: a client's request served by one backend connection.
+//!
+//! Pairing (an idle backend takes the oldest waiting request), the pump that
+//! moves bytes both ways between the two sockets, and how an exchange ends:
+//! the backend returns to its section's pool (or is closed if its stream can
+//! no longer be trusted), and a failed backend leads to a redeploy, a 502 or
+//! a cut client connection (DESIGN §2.5).
+
+use log::{debug, info};
+
+use super::backend::{BackendState, Unpaired};
+use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
+use super::{backend_in, client_in, outq, Conn, Pump, Reactor, Step};
+use crate::proto::body::{BodyError, BodyScanner};
+
+impl Reactor {
+    /// Pairs the client with an idle backend of `section`, or queues it.
+    pub(super) fn dispatch(&mut self, c: usize, section: usize, front: bool) -> Step {
+        if let Some(b) = self.sections[section].take_idle_backend() {
+            self.pair(c, b, section);
+            return Step::Again;
+        }
+        let s = &mut self.sections[section];
+        if front {
+            s.enqueue_front(c);
+        } else {
+            s.enqueue(c);
+        }
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            cl.phase = Phase::Queued { section };
+        }
+        self.set_deadline(c, self.limits.timeout);
+        Step::Again
+    }
+
+    pub(super) fn pair(&mut self, c: usize, b: usize, section: usize) {
+        if let Some(be) = backend_in(&mut self.conns, b) {
+            be.state = BackendState::Busy { client: c };
+        }
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            cl.phase = Phase::Proxying {
+                section,
+                backend: b,
+            };
+        }
+        self.set_deadline(c, self.limits.backend_timeout);
+    }
+
+    pub(super) fn drive_backend(&mut self, b: usize) {
+        let Some(be) = backend_in(&mut self.conns, b) else {
+            return;
+        };
+        let section = be.section;
+        match be.read_unpaired(self.sections[section].cfg.key.as_bytes()) {
+            Unpaired::Wait => {}
+            Unpaired::Joined => {
+                self.stats.backends_joined += 1;
+                let (id, peer) = (be.label().to_string(), be.peer);
+                info!(
+                    "backend {id} joined section {} from {peer}",
+                    self.sections[section].name
+                );
+                self.clear_deadline(b);
+                self.backend_ready(b);
+            }
+            Unpaired::Refused(why) => {
+                self.stats.handshakes_refused += 1;
+                let peer = be.peer;
+                info!(
+                    "refused a backend handshake from {peer} for section {}: {why}",
+                    self.sections[section].name
+                );
+                self.close_backend(b, None);
+            }
+            Unpaired::Close(why) => self.close_backend(b, Some(why)),
+        }
+    }
+
+    /// The backend is free: it takes the oldest waiting request, or joins
+    /// the idle pool.
+    pub(super) fn backend_ready(&mut self, b: usize) {
+        let Some(be) = backend_in(&mut self.conns, b) else {
+            return;
+        };
+        be.state = BackendState::Idle;
+        let section = be.section;
+        // A backend that closed (or sent bytes) after its response must not
+        // be handed the next request.
+        if be.readable {
+            if let Unpaired::Close(why) = be.read_unpaired(b"") {
+                self.close_backend(b, Some(why));
+                return;
+            }
+        }
+        loop {
+            match self.sections[section].take_waiting() {
+                Some(c) if client_in(&mut self.conns, c).is_some() => {
+                    self.pair(c, b, section);
+                    self.pending.push(c);
+                    return;
+                }
+                Some(_) => continue, // cannot happen: closed clients leave the queue
+                None => break,
+            }
+        }
+        self.sections[section].add_idle_backend(b);
+    }
+
+    pub(super) fn close_backend(&mut self, b: usize, why: Option<&str>) {
+        let Some(e) = self.conns.try_remove(b) else {
+            return;
+        };
+        let Conn::Backend(be) = e.conn else {
+            debug_assert!(false, "close_backend on a client");
+            return;
+        };
+        let section = &mut self.sections[be.section];
+        if let BackendState::Idle = be.state {
+            section.remove_idle_backend(b);
+        }
+        if be.id.is_some() {
+            self.stats.backends_left += 1;
+            info!(
+                "backend {} left section {} ({})",
+                be.label(),
+                section.name,
+                why.unwrap_or("closed by the proxy")
+            );
+        } else if let Some(why) = why {
+            debug!("backend connection from {} {why}", be.peer);
+        }
+        // Dropping the socket closes it and removes it from the poll set.
+    }
+
+    pub(super) fn step_proxy(&mut self, c: usize, section: usize, b: usize) -> Step {
+        let pump = self.pump(c, section, b);
+        match pump {
+            Pump::Progress { backend_side } => {
+                if backend_side {
+                    self.set_deadline(c, self.limits.backend_timeout);
+                }
+                Step::Again
+            }
+            Pump::Wait => Step::Wait,
+            Pump::Finished => self.finish_exchange(c, section, b),
+            Pump::ClientGone => {
+                self.close_client(c);
+                Step::Gone
+            }
+            Pump::BackendFailed(why) => self.backend_failed(c, section, b, &why),
+            Pump::BadRequest(status, why) => {
+                self.close_backend(b, Some("its request was refused mid-way"));
+                let started = client_in(&mut self.conns, c)
+                    .and_then(|cl| cl.io.as_ref())
+                    .is_some_and(|io| io.ex.started);
+                if started {
+                    self.close_client(c);
+                    return Step::Gone;
+                }
+                self.fail_request(c, status, why)
+            }
+        }
+    }
+
+    /// Moves bytes both ways between a client and its backend.
+    pub(super) fn pump(&mut self, c: usize, section: usize, b: usize) -> Pump {
+        let cfg = &self.sections[section].cfg;
+        let (xff, sizelimit) = (cfg.xforwardedfor, cfg.redeployment_sizelimit);
+        let max_body = self.limits.max_body_bytes;
+        let Some((ce, be)) = self.conns.get2_mut(c, b) else {
+            return Pump::BackendFailed("backend connection vanished".into());
+        };
+        let (Conn::Client(cl), Conn::Backend(be)) = (&mut ce.conn, &mut be.conn) else {
+            return Pump::BackendFailed("backend connection vanished".into());
+        };
+        let mut read_ahead = false;
+        let mut progress = false;
+
+        // Client → proxy.
+        match cl.read_in(&mut self.pool) {
+            ReadOutcome::Data => read_ahead = true,
+            ReadOutcome::Eof => {
+                // A client that half-closes after a complete request still
+                // gets its response (judged below, once what it sent is
+                // forwarded); one that leaves mid-request is gone.
+                cl.read_closed = true;
+                read_ahead = true;
+            }
+            ReadOutcome::Error => return Pump::ClientGone,
+            ReadOutcome::WouldBlock | ReadOutcome::Full => {}
+        }
+        let peer = cl.peer;
+        let Some(io) = cl.io.as_mut() else {
+            return Pump::ClientGone;
+        };
+
+        // Proxy → backend.
+        match io.forward_request(&peer, xff, sizelimit, max_body) {
+            Ok(()) => {}
+            Err(ForwardError::Body(e)) => return Pump::BadRequest(400, body_error_text(e)),
+            Err(ForwardError::TooLarge) => {
+                return Pump::BadRequest(413, "request body larger than max_body_bytes")
+            }
+        }
+        if cl.read_closed {
+            if !io.ex.req_done() && io.ex.fwd == io.inbuf.end {
+                return Pump::ClientGone; // the rest of the request will never come
+            }
+            io.ex.close_after = true;
+        }
+        if be.writable && !io.to_backend.is_empty() {
+            match io.to_backend.flush(&be.sock, io.inbuf.bytes()) {
+                Ok((n, state)) => {
+                    progress |= n > 0;
+                    if let outq::Flushed::Blocked = state {
+                        be.writable = false;
+                    }
+                }
+                Err(e) => return Pump::BackendFailed(format!("write failed: {e}")),
+            }
+        }
+        io.release_forwarded();
+
+        // Backend → proxy.
+        if be.readable && !io.ex.resp_done() && !io.ex.backend_eof && io.resp_room() {
+            match client::read_into(&be.sock, &mut io.resp) {
+                ReadOutcome::Data => progress = true,
+                ReadOutcome::WouldBlock => be.readable = false,
+                ReadOutcome::Eof | ReadOutcome::Error => {
+                    io.ex.backend_eof = true;
+                    progress = true;
+                }
+                ReadOutcome::Full => {}
+            }
+        }
+        if let Err(e) = io.relay_response() {
+            return Pump::BackendFailed(format!("bad response: {e}"));
+        }
+        // Proxy → client.
+        match cl.flush_out() {
+            Ok(n) => progress |= n > 0,
+            Err(_) => return Pump::ClientGone,
+        }
+        let Some(io) = cl.io.as_mut() else {
+            return Pump::ClientGone;
+        };
+        if io.ex.backend_eof && !io.ex.resp_done() {
+            let until_close = matches!(io.ex.resp, RespState::Body(BodyScanner::UntilClose));
+            if until_close && io.ex.resp_parse == io.resp.end {
+                io.ex.resp = RespState::Done;
+                progress = true;
+            } else if !until_close && !progress && io.to_client.is_empty() {
+                // Nothing is waiting for room, yet the response is not complete
+                // and no more bytes will come.
+                return Pump::BackendFailed("closed before its response was complete".into());
+            }
+        }
+        if io.ex.resp_done() && io.to_client.is_empty() {
+            return Pump::Finished;
+        }
+        if progress || read_ahead {
+            Pump::Progress {
+                backend_side: progress,
+            }
+        } else {
+            Pump::Wait
+        }
+    }
+
+    pub(super) fn finish_exchange(&mut self, c: usize, _section: usize, b: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        // The whole request must have reached the backend, or its stream is
+        // out of step with ours.
+        let req_done = io.ex.req_done() && io.to_backend.is_empty();
+        let backend_ok = req_done && !io.ex.backend_extra && !io.ex.backend_eof;
+        let backend_why = if io.ex.backend_eof {
+            "closed after its response"
+        } else if io.ex.backend_extra {
+            "sent bytes after its response"
+        } else {
+            "answered before its request was complete"
+        };
+        let close = io.ex.close_after || !req_done;
+        io.finish();
+        if backend_ok {
+            self.backend_ready(b);
+        } else {
+            self.close_backend(b, Some(backend_why));
+        }
+        if close {
+            return self.shut_client(c);
+        }
+        self.enter_head(c)
+    }
+
+    /// The backend failed mid-exchange: redeploy, 502, or cut the client.
+    pub(super) fn backend_failed(&mut self, c: usize, section: usize, b: usize, why: &str) -> Step {
+        self.close_backend(b, Some(why));
+        let redeployable = self.sections[section].cfg.redeployable;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        if io.ex.started {
+            // Response bytes already went out: the client must see a cut.
+            let _ = cl.flush_out();
+            self.close_client(c);
+            return Step::Gone;
+        }
+        if redeployable && io.ex.retained {
+            io.ex.rewind();
+            io.to_backend.clear();
+            io.to_client.clear();
+            io.resp.start = 0;
+            io.resp.end = 0;
+            self.stats.redeploys += 1;
+            info!(
+                "redeploying a request of section {} to another backend",
+                self.sections[section].name
+            );
+            return self.dispatch(c, section, true);
+        }
+        self.fail_request(c, 502, &format!("backend failed: {why}"))
+    }
+}
+
+fn body_error_text(e: BodyError) -> &'static str {
+    match e {
+        BodyError::BadChunkSize => "malformed chunk size in the request body",
+        BodyError::BadChunkEnd => "chunk data not followed by CRLF in the request body",
+        BodyError::LineTooLong => "chunk extension or trailers too long in the request body",
+    }
+}

@@ -1,0 +1,338 @@
+//! The client side of the reactor: reading request heads, routing them,
+//! the proxy's own responses (errors, health check), and closing.
+//!
+//! A client's phase (`client::Phase`) decides which step runs when it is
+//! driven; each step returns whether to go on (`Step::Again`), wait for an
+//! event, or stop because the connection is gone. The exchange with a
+//! backend itself is in `exchange.rs`.
+
+use std::io::{self, Read};
+use std::net::Shutdown;
+
+use log::{debug, info};
+
+use super::client::{Phase, ReadOutcome};
+use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
+use crate::proto::local;
+use crate::proto::request::{self, RequestBody, RequestHead};
+
+impl Reactor {
+    pub(super) fn drive_client(&mut self, c: usize) {
+        for _ in 0..STEP_BUDGET {
+            let step = match client_in(&mut self.conns, c).map(|cl| &cl.phase) {
+                None => return,
+                Some(Phase::Head) => self.step_head(c),
+                Some(Phase::Queued { section }) => {
+                    let s = *section;
+                    self.step_queued(c, s)
+                }
+                Some(Phase::Proxying { section, backend }) => {
+                    let (s, b) = (*section, *backend);
+                    self.step_proxy(c, s, b)
+                }
+                Some(Phase::Local { close }) => {
+                    let close = *close;
+                    self.step_local(c, close)
+                }
+                Some(Phase::Lingering) => self.step_linger(c),
+            };
+            match step {
+                Step::Again => continue,
+                Step::Wait | Step::Gone => return,
+            }
+        }
+        // Out of budget with work left: let other connections run first.
+        self.deferred.push(c);
+    }
+
+    /// Enters `Head` for the next request on a kept-alive connection.
+    pub(super) fn enter_head(&mut self, c: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        cl.phase = Phase::Head;
+        let buffered = cl.io.as_ref().is_some_and(|io| !io.inbuf.is_empty());
+        cl.release_io_if_idle(&mut self.pool);
+        let after = if buffered {
+            self.limits.header_timeout
+        } else {
+            self.limits.keepalive_timeout
+        };
+        self.set_deadline(c, after);
+        Step::Again
+    }
+
+    pub(super) fn step_head(&mut self, c: usize) -> Step {
+        let max_head = self.limits.max_header_bytes;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        if let Some(io) = cl.io.as_ref() {
+            if !io.inbuf.is_empty() {
+                match request::parse(io.inbuf.live(), max_head) {
+                    Ok(Some(head)) => return self.on_request(c, head),
+                    Ok(None) => {}
+                    Err(e) => return self.fail_request(c, e.status(), &e.to_string()),
+                }
+            }
+        }
+        let was_empty = cl.io.as_ref().is_none_or(|io| io.inbuf.is_empty());
+        match cl.read_in(&mut self.pool) {
+            ReadOutcome::Data => {
+                if was_empty {
+                    self.set_deadline(c, self.limits.header_timeout);
+                }
+                Step::Again
+            }
+            ReadOutcome::WouldBlock => {
+                cl.release_io_if_idle(&mut self.pool);
+                Step::Wait
+            }
+            ReadOutcome::Full => self.fail_request(c, 431, "request head does not fit the buffer"),
+            ReadOutcome::Eof | ReadOutcome::Error => {
+                self.close_client(c);
+                Step::Gone
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, c: usize, head: RequestHead) -> Step {
+        self.stats.requests += 1;
+        let max_body = self.limits.max_body_bytes;
+        let health = self.limits.health_uri.as_bytes();
+        let router = &self.router;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        let start = io.inbuf.start;
+        let buf = io.inbuf.bytes();
+        if &buf[start + head.path.start..start + head.path.end] == health {
+            let close = !head.keep_alive || head.body != RequestBody::None;
+            io.inbuf.start = start + head.len;
+            let st = &self.stats;
+            let counts = [
+                ("400", st.status_400),
+                ("404", st.status_404),
+                ("503", st.status_503),
+                ("502", st.status_502),
+                ("504", st.status_504),
+                ("refused_handshakes", st.handshakes_refused),
+            ];
+            io.to_client.push_static(local::HEALTH_HEAD);
+            let n = local::health_tail(
+                io.to_client.scratch_space(),
+                &counts,
+                close,
+                head.minor == 0 && !close,
+            );
+            io.to_client.commit_scratch(n);
+            cl.phase = Phase::Local { close };
+            return Step::Again;
+        }
+        if let RequestBody::Length(n) = head.body {
+            if max_body.is_some_and(|max| n > max) {
+                return self.fail_request(c, 413, "request body larger than max_body_bytes");
+            }
+        }
+        let host = head
+            .host
+            .as_ref()
+            .map(|r| &buf[start + r.start..start + r.end]);
+        let Some(section) = router.route(host) else {
+            let host = String::from_utf8_lossy(host.unwrap_or(b"(none)")).into_owned();
+            return self.fail_request(c, 404, &format!("no section serves host {host:?}"));
+        };
+        let cfg = &self.sections[section].cfg;
+        let retain = cfg.redeployable
+            && match head.body {
+                RequestBody::None => head.len <= cfg.redeployment_sizelimit,
+                RequestBody::Length(n) => {
+                    (head.len as u64).saturating_add(n) <= cfg.redeployment_sizelimit as u64
+                }
+                RequestBody::Chunked => true,
+            };
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        io.ex.begin(head, start, retain);
+        self.dispatch(c, section, false)
+    }
+
+    pub(super) fn step_queued(&mut self, c: usize, section: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        match cl.read_in(&mut self.pool) {
+            ReadOutcome::Data => Step::Again,
+            ReadOutcome::WouldBlock | ReadOutcome::Full => Step::Wait,
+            ReadOutcome::Eof | ReadOutcome::Error => {
+                debug!(
+                    "client {} left the queue of section {}",
+                    cl.peer, self.sections[section].name
+                );
+                self.close_client(c);
+                Step::Gone
+            }
+        }
+    }
+
+    /// Answers with an error and closes (after lingering).
+    pub(super) fn fail_request(&mut self, c: usize, status: u16, why: &str) -> Step {
+        match status {
+            400 => self.stats.status_400 += 1,
+            404 => self.stats.status_404 += 1,
+            502 => self.stats.status_502 += 1,
+            503 => self.stats.status_503 += 1,
+            504 => self.stats.status_504 += 1,
+            _ => {}
+        }
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        info!("{} {status}: {why}", cl.peer);
+        if let Phase::Queued { section } = cl.phase {
+            self.sections[section].remove_waiting(c);
+        }
+        let io = cl.io(&mut self.pool);
+        io.to_backend.clear();
+        io.to_client.clear();
+        io.to_client.push_static(local::error_response(status));
+        cl.phase = Phase::Local { close: true };
+        self.set_deadline(c, self.limits.header_timeout);
+        Step::Again
+    }
+
+    pub(super) fn step_local(&mut self, c: usize, close: bool) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        if cl.flush_out().is_err() {
+            self.close_client(c);
+            return Step::Gone;
+        }
+        if cl.has_output() {
+            return Step::Wait;
+        }
+        if close {
+            return self.shut_client(c);
+        }
+        self.enter_head(c)
+    }
+
+    /// Closes the client's write side, then reads until it closes too.
+    pub(super) fn shut_client(&mut self, c: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let _ = cl.sock.shutdown(Shutdown::Write);
+        cl.phase = Phase::Lingering;
+        if let Some(io) = cl.io.take() {
+            self.pool.put(io);
+        }
+        self.set_deadline(c, LINGER);
+        Step::Again
+    }
+
+    pub(super) fn step_linger(&mut self, c: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let mut sink = [0u8; 4096];
+        for _ in 0..LINGER_READS {
+            if !cl.readable {
+                return Step::Wait;
+            }
+            match (&cl.sock).read(&mut sink) {
+                Ok(0) => {
+                    self.close_client(c);
+                    return Step::Gone;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    cl.readable = false;
+                    return Step::Wait;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_client(c);
+                    return Step::Gone;
+                }
+            }
+        }
+        // Still sending: come back after others had their turn.
+        self.deferred.push(c);
+        Step::Wait
+    }
+
+    pub(super) fn close_client(&mut self, c: usize) {
+        let Some(e) = self.conns.try_remove(c) else {
+            return;
+        };
+        let Conn::Client(cl) = e.conn else {
+            debug_assert!(false, "close_client on a backend");
+            return;
+        };
+        match cl.phase {
+            Phase::Queued { section } => {
+                self.sections[section].remove_waiting(c);
+            }
+            Phase::Proxying { backend, .. } => {
+                // The backend is mid-request for a client that is gone; the
+                // only way to resynchronise its stream is to close it.
+                self.close_backend(backend, Some("its client went away mid-request"));
+            }
+            _ => {}
+        }
+        if let Some(io) = cl.io {
+            self.pool.put(io);
+        }
+    }
+
+    pub(super) fn client_timeout(&mut self, c: usize) {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return;
+        };
+        let step = match cl.phase {
+            Phase::Head => {
+                if cl.io.as_ref().is_some_and(|io| !io.inbuf.is_empty()) {
+                    self.fail_request(c, 408, "request head not complete within header_timeout")
+                } else {
+                    self.close_client(c);
+                    Step::Gone
+                }
+            }
+            Phase::Queued { section } => {
+                let name = &self.sections[section].name;
+                let why = format!("no backend of section {name} became free within timeout");
+                self.fail_request(c, 503, &why)
+            }
+            Phase::Proxying { section, backend } => {
+                let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
+                self.close_backend(backend, Some("no progress within backend_timeout"));
+                if let Some(cl) = client_in(&mut self.conns, c) {
+                    cl.phase = Phase::Head; // detached from the closed backend
+                }
+                let _ = section;
+                if started {
+                    self.close_client(c);
+                    Step::Gone
+                } else {
+                    self.fail_request(c, 504, "backend sent no response within backend_timeout")
+                }
+            }
+            Phase::Local { .. } | Phase::Lingering => {
+                self.close_client(c);
+                Step::Gone
+            }
+        };
+        if let Step::Again = step {
+            self.drive_client(c);
+        }
+    }
+}
