@@ -205,20 +205,25 @@ impl Proxy {
     }
 
     pub fn try_start(yaml: &str) -> Result<Proxy, String> {
-        Proxy::launch(Some(yaml), Launch::Positional)
+        Proxy::launch(Some(yaml), Launch::Positional, &[])
+    }
+
+    /// Starts the proxy with extra environment variables (e.g. RUST_LOG).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Proxy {
+        Proxy::launch(Some(yaml), Launch::Positional, env).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the proxy as `swiftiply -c CONFIG`.
     pub fn start_dash_c(yaml: &str) -> Proxy {
-        Proxy::launch(Some(yaml), Launch::DashC).unwrap_or_else(|e| panic!("{e}"))
+        Proxy::launch(Some(yaml), Launch::DashC, &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the proxy with no arguments at all (the built-in default).
     pub fn try_start_builtin_default() -> Result<Proxy, String> {
-        Proxy::launch(None, Launch::Positional)
+        Proxy::launch(None, Launch::Positional, &[])
     }
 
-    fn launch(yaml: Option<&str>, how: Launch) -> Result<Proxy, String> {
+    fn launch(yaml: Option<&str>, how: Launch, env: &[(&str, &str)]) -> Result<Proxy, String> {
         let dir = TempDir::new("proxy");
         let config_path = dir.write("config.yml", yaml.unwrap_or(""));
         let args: Vec<&OsStr> = match (yaml, how) {
@@ -231,6 +236,7 @@ impl Proxy {
             .args(&args)
             .current_dir(&dir.path)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
