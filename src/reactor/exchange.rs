@@ -142,7 +142,7 @@ impl Reactor {
                 Step::Again
             }
             Pump::Wait => Step::Wait,
-            Pump::Finished => self.finish_exchange(c, section, b),
+            Pump::Finished => self.finish_exchange(c, b),
             Pump::ClientGone => {
                 self.close_client(c);
                 Step::Gone
@@ -267,7 +267,7 @@ impl Reactor {
         }
     }
 
-    pub(super) fn finish_exchange(&mut self, c: usize, _section: usize, b: usize) -> Step {
+    pub(super) fn finish_exchange(&mut self, c: usize, b: usize) -> Step {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };

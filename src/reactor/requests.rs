@@ -312,13 +312,12 @@ impl Reactor {
                 let why = format!("no backend of section {name} became free within timeout");
                 self.fail_request(c, 503, &why)
             }
-            Phase::Proxying { section, backend } => {
+            Phase::Proxying { backend, .. } => {
                 let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
                 self.close_backend(backend, Some("no progress within backend_timeout"));
                 if let Some(cl) = client_in(&mut self.conns, c) {
                     cl.phase = Phase::Head; // detached from the closed backend
                 }
-                let _ = section;
                 if started {
                     self.close_client(c);
                     Step::Gone
