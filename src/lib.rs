@@ -5,7 +5,10 @@
 //!   body framing, packet mode, the proxy's own responses).
 //! - `reactor`: the mio event loop that moves bytes between sockets.
 //! - `section`, `router`: sites with their queues and idle backends; Host routing.
+//! - `backend`: a library for writing backends in Rust (blocking, one thread
+//!   per connection), also able to serve plain HTTP.
 
+pub mod backend;
 pub mod config;
 pub mod proto;
 pub mod reactor;

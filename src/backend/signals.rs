@@ -1,0 +1,34 @@
+//! SIGTERM / SIGINT → a stop flag, for backends and the bridge.
+//!
+//! The signal handler only stores to a static atomic (all a handler may
+//! safely do); a small thread copies that into the caller's flag.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets `stop` on the first SIGTERM or SIGINT; a second one exits at once
+/// with status 1.
+pub fn stop_on_termination(stop: Arc<AtomicBool>) {
+    // SAFETY: installs a handler that only touches an atomic integer.
+    unsafe {
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+    thread::spawn(move || loop {
+        match SIGNALS.load(Ordering::Relaxed) {
+            0 => {}
+            1 => stop.store(true, Ordering::Relaxed),
+            _ => std::process::exit(1),
+        }
+        thread::sleep(Duration::from_millis(20));
+    });
+}
