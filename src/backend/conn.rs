@@ -61,6 +61,12 @@ impl Conn {
         }
     }
 
+    /// Forgets any bytes left from a previous connection.
+    pub fn reset(&mut self) {
+        self.filled = 0;
+        self.served = 0;
+    }
+
     /// Serves requests until the peer closes, `stop` is set while idle, or an
     /// error. The socket should have a short read timeout so `stop` is seen.
     pub fn serve(

@@ -227,7 +227,7 @@ fn keep_connected(
     let mut conn = Conn::new();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        conn.served = 0;
+        conn.reset();
         match connect(proxy, hello) {
             Ok(sock) => match conn.serve(&sock, handler, Role::Backend { framing }, stop) {
                 Ok(End::Stopped) => return,
