@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs Swiftiply's whole test suite on a fresh machine.
-# Installs what the tests need when it is missing (a C linker for cargo),
-# then runs every unit and end-to-end test.
+# Installs what the tests need when it is missing (a C linker for cargo,
+# curl, Ruby with rack for tests/rack.rs), then runs every unit and
+# end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# tests/rack.rs runs clients/ruby/swiftiply_rack.rb: Ruby's standard library + rack.
+if ! command -v ruby >/dev/null 2>&1 || ! ruby -e 'require "rack"' >/dev/null 2>&1; then
+  need_apt+=(ruby ruby-rack)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
