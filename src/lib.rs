@@ -7,8 +7,11 @@
 //! - `section`, `router`: sites with their queues and idle backends; Host routing.
 //! - `backend`: a library for writing backends in Rust (blocking, one thread
 //!   per connection), also able to serve plain HTTP.
+//! - `bridge`: `swiftiply-bridge`, which puts an ordinary HTTP/1.1 server
+//!   behind the proxy (a backend that forwards to it over a keep-alive pool).
 
 pub mod backend;
+pub mod bridge;
 pub mod config;
 pub mod proto;
 pub mod reactor;

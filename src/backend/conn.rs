@@ -216,10 +216,13 @@ impl Conn {
             stream_framing,
             connection,
         );
-        let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut result = catch_unwind(AssertUnwindSafe(|| {
             handler.handle(&mut request, &mut responder)
         }))
         .unwrap_or_else(|_| Err(io::Error::other("the handler panicked")));
+        if result.is_ok() && responder.is_aborted() {
+            result = Err(io::Error::other("the response body was abandoned"));
+        }
         match result {
             Err(e) if responder.is_started() => {
                 return Err(io::Error::other(format!(

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 pub use http::serve_http;
 pub use request::{BodyReader, Request};
 pub use respond::{reason, BodyWriter, Responder, StreamFraming};
-pub use signals::stop_on_termination;
+pub use signals::{stop_on_termination, stop_on_termination_then};
 
 use conn::{Conn, End, Role};
 

@@ -39,6 +39,9 @@ pub struct Responder<'a> {
     pub(crate) connection: Option<&'static str>,
     state: State,
     streamed: bool,
+    /// A body was abandoned mid-way (`BodyWriter::abort`): the connection
+    /// cannot carry another response.
+    aborted: bool,
 }
 
 impl<'a> Responder<'a> {
@@ -57,7 +60,36 @@ impl<'a> Responder<'a> {
             connection,
             state: State::Fresh,
             streamed: false,
+            aborted: false,
         }
+    }
+
+    /// Sends an interim `1xx` response (say `100 Continue` before reading a
+    /// body the client holds back for `Expect: 100-continue`) ahead of the
+    /// real one. Only before the response starts, never `101`, and only for
+    /// HTTP/1.1 requests (HTTP/1.0 clients do not expect interim responses).
+    pub fn interim(&mut self, status: u16) -> io::Result<()> {
+        if self.state != State::Fresh {
+            return Err(io::Error::other(
+                "an interim response must come before the response",
+            ));
+        }
+        if !(100..200).contains(&status) || status == 101 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{status} is not an interim status"),
+            ));
+        }
+        self.out.clear();
+        let _ = write!(self.out, "HTTP/1.1 {status} {}\r\n\r\n", reason(status));
+        self.sock.write_all(self.out)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// A body was abandoned with `BodyWriter::abort`.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.aborted
     }
 
     /// Has a response been started?
@@ -189,6 +221,15 @@ impl BodyWriter<'_, '_> {
     /// Ends the body (the last chunk or the packet terminator).
     pub fn finish(mut self) -> io::Result<()> {
         self.end()
+    }
+
+    /// Abandons the body without ending it: no last chunk, no terminator,
+    /// so the receiver can tell the body was cut (a relay uses this when its
+    /// source fails mid-body). The connection is closed once the handler
+    /// returns, whatever it returns.
+    pub fn abort(&mut self) {
+        self.finished = true;
+        self.resp.aborted = true;
     }
 
     fn end(&mut self) -> io::Result<()> {
@@ -392,6 +433,38 @@ mod tests {
         );
         let text = respond(StreamFraming::Chunked, |r| r.send(204, &[], b"").unwrap());
         assert_eq!(text, "HTTP/1.1 204 No Content\r\n\r\n");
+    }
+
+    #[test]
+    fn interim_responses_come_first_and_only_1xx() {
+        let text = respond(StreamFraming::Chunked, |r| {
+            r.interim(100).unwrap();
+            assert!(r.interim(101).is_err());
+            assert!(r.interim(200).is_err());
+            assert!(!r.is_started());
+            r.send(200, &[], b"ok").unwrap();
+            assert!(r.interim(100).is_err());
+        });
+        assert_eq!(
+            text,
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn an_aborted_body_is_left_unterminated() {
+        let text = respond(StreamFraming::Chunked, |r| {
+            let mut w = r.stream(200, &[]).unwrap();
+            w.write_all(b"abc").unwrap();
+            w.abort();
+            assert!(w.write_all(b"more").is_err());
+            drop(w);
+            assert!(r.is_aborted());
+        });
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        );
     }
 
     #[test]
