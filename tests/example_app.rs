@@ -13,10 +13,17 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(10);
 
-/// `cargo test` builds the examples next to the binaries.
+/// `cargo test` builds the examples next to the binaries (`--all-targets`
+/// builds them as test harnesses instead, so use plain `cargo test`).
 fn app_path() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_swiftiply"));
-    bin.parent().unwrap().join("examples").join("app")
+    let app = bin.parent().unwrap().join("examples").join("app");
+    assert!(
+        app.exists(),
+        "{} is missing: run the suite with `cargo test` (or tests/run.sh), which builds the examples",
+        app.display()
+    );
+    app
 }
 
 struct App(Child);
