@@ -9,6 +9,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::request::{is_timeout, BodyFraming, BodyReader, HeaderPos, Request};
 use super::respond::{Responder, StreamFraming};
@@ -16,6 +17,8 @@ use super::Handler;
 use crate::proto::body::ChunkedScanner;
 use crate::proto::{has_token, parse_length};
 
+/// How long the plain HTTP server keeps an idle keep-alive connection.
+const SERVER_IDLE: Duration = Duration::from_secs(60);
 /// Largest request head accepted; also the read-ahead buffer size.
 const BUF: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -77,7 +80,10 @@ impl Conn {
         stop: &AtomicBool,
     ) -> io::Result<End> {
         loop {
-            let Some(head_len) = self.read_head(sock, stop)? else {
+            // Plain HTTP clients that go quiet are let go; a proxy connection
+            // is meant to sit idle between requests.
+            let idle_limit = (role == Role::Server).then_some(SERVER_IDLE);
+            let Some(head_len) = self.read_head(sock, stop, idle_limit)? else {
                 return Ok(if stop.load(Ordering::Relaxed) {
                     End::Stopped
                 } else {
@@ -94,7 +100,13 @@ impl Conn {
 
     /// Reads until a complete head is buffered. `None`: closed or stopped
     /// while idle.
-    fn read_head(&mut self, mut sock: &TcpStream, stop: &AtomicBool) -> io::Result<Option<usize>> {
+    fn read_head(
+        &mut self,
+        mut sock: &TcpStream,
+        stop: &AtomicBool,
+        idle_limit: Option<Duration>,
+    ) -> io::Result<Option<usize>> {
+        let idle_since = Instant::now();
         loop {
             if self.filled > 0 {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -107,7 +119,9 @@ impl Conn {
                     Ok(httparse::Status::Partial) => {}
                     Err(e) => return Err(invalid(&format!("malformed request head: {e}"))),
                 }
-            } else if stop.load(Ordering::Relaxed) {
+            } else if stop.load(Ordering::Relaxed)
+                || idle_limit.is_some_and(|limit| idle_since.elapsed() > limit)
+            {
                 return Ok(None);
             }
             match sock.read(&mut self.buf[self.filled..]) {
