@@ -17,3 +17,4 @@ pub mod proto;
 pub mod reactor;
 pub mod router;
 pub mod section;
+pub mod static_files;
