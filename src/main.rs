@@ -52,13 +52,11 @@ fn parse_args() -> Result<Mode, String> {
     }
 }
 
-/// Settings this version accepts in a config but cannot honour yet. Those
-/// whose absence would be unsafe or surprising (TLS, privilege drop, daemon
-/// mode) stop the start; static-file keys only warn, since requests for those
-/// paths still reach the backends.
-fn unsupported(config: &Config) -> (Vec<String>, Vec<String>) {
+/// Settings this version accepts in a config but cannot honour yet (TLS,
+/// privilege drop, daemon mode): running without them would be unsafe or
+/// surprising, so they stop the start.
+fn unsupported(config: &Config) -> Vec<String> {
     let mut fatal = Vec::new();
-    let mut warn = Vec::new();
     if !config.ssl.is_empty() {
         fatal.push("ssl: TLS listeners are not supported yet; terminate TLS in front of swiftiply and remove the `ssl` entries".to_string());
     }
@@ -68,15 +66,7 @@ fn unsupported(config: &Config) -> (Vec<String>, Vec<String>) {
     if config.daemonize {
         fatal.push("daemonize: daemon mode is not supported yet; run swiftiply in the foreground under a supervisor (systemd, runit) and set `daemonize: false`".to_string());
     }
-    for (i, s) in config.sections.iter().enumerate() {
-        let name = s.incoming.first().map_or("", String::as_str);
-        if s.docroot.is_some() || s.sendfileroot.is_some() {
-            warn.push(format!(
-                "map[{i}] ({name}): docroot/sendfileroot are not served yet; every request goes to the backends"
-            ));
-        }
-    }
-    (fatal, warn)
+    fatal
 }
 
 fn init_logging(level: u8) {
@@ -122,10 +112,7 @@ fn main() -> ExitCode {
         Mode::Run(None) => (Config::builtin_default(), None),
     };
     init_logging(config.log_level);
-    let (fatal, warnings) = unsupported(&config);
-    for w in &warnings {
-        log::warn!("{w}");
-    }
+    let fatal = unsupported(&config);
     if !fatal.is_empty() {
         for f in &fatal {
             eprintln!("swiftiply: {f}");

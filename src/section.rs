@@ -10,9 +10,14 @@
 use std::collections::VecDeque;
 
 use crate::config::SectionConfig;
+use crate::static_files::StaticRoot;
 
 pub struct Section {
     pub cfg: SectionConfig,
+    /// `docroot`: files served before asking a backend.
+    pub docroot: Option<StaticRoot>,
+    /// `sendfileroot`: where X-Sendfile paths are resolved.
+    pub sendfile_root: Option<StaticRoot>,
     /// Display name for logs: the first incoming name.
     pub name: String,
     idle: VecDeque<usize>,
@@ -20,18 +25,33 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn new(cfg: SectionConfig) -> Self {
+    /// Opens the section's docroot and sendfileroot; an error names the
+    /// directory and why it cannot be used.
+    pub fn new(cfg: SectionConfig) -> Result<Self, String> {
         let name = cfg
             .incoming
             .first()
             .cloned()
             .unwrap_or_else(|| "(unnamed)".into());
-        Section {
+        let docroot = match &cfg.docroot {
+            Some(dir) => Some(
+                StaticRoot::new(dir, cfg.staticmask.as_deref(), cfg.cache_directory.as_deref(), &cfg.cache_extensions)
+                    .map_err(|e| format!("section {name}: docroot: {e}"))?,
+            ),
+            None => None,
+        };
+        let sendfile_root = match &cfg.sendfileroot {
+            Some(dir) => Some(StaticRoot::new(dir, None, None, &[]).map_err(|e| format!("section {name}: sendfileroot: {e}"))?),
+            None => None,
+        };
+        Ok(Section {
             cfg,
+            docroot,
+            sendfile_root,
             name,
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
-        }
+        })
     }
 
     pub fn take_idle_backend(&mut self) -> Option<usize> {
@@ -93,7 +113,7 @@ mod tests {
 
     #[test]
     fn both_queues_are_fifo_and_redeploys_go_first() {
-        let mut s = Section::new(Config::builtin_default().sections[0].clone());
+        let mut s = Section::new(Config::builtin_default().sections[0].clone()).unwrap();
         s.add_idle_backend(1);
         s.add_idle_backend(2);
         assert_eq!(s.take_idle_backend(), Some(1));

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::{has_token, line_end, offset_in, parse_length};
+use super::{has_token, offset_in, parse_length};
 
 /// Most headers a request may carry (431 beyond).
 pub const MAX_HEADERS: usize = 100;
@@ -278,9 +278,18 @@ fn strip_port(buf: &[u8], r: Range<usize>) -> Result<Range<usize>, RequestError>
     Ok(r.start..r.start + host_len)
 }
 
-/// Byte range of the whole header line (name through CRLF) for a value range.
-pub fn header_line(buf: &[u8], name_start: usize, value_end: usize) -> Range<usize> {
-    name_start..line_end(buf, value_end)
+/// The value (trimmed) of the first header called `name` in a head the
+/// parser has already accepted; `None` if there is none.
+pub fn find_header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n')
+        .skip(1) // the request line
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .find_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            line[..colon]
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| line[colon + 1..].trim_ascii())
+        })
 }
 
 #[cfg(test)]
@@ -395,6 +404,15 @@ mod tests {
         }
         many.push_str("\r\n");
         assert_eq!(err(&many), RequestError::HeaderTooLarge);
+    }
+
+    #[test]
+    fn headers_are_found_by_name_in_an_accepted_head() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nRange:  bytes=0-1 \r\nrange: second\r\n\r\nbody: no";
+        assert_eq!(find_header(head, "range"), Some(&b"bytes=0-1"[..]));
+        assert_eq!(find_header(head, "HOST"), Some(&b"a"[..]));
+        assert_eq!(find_header(head, "body"), None);
+        assert_eq!(find_header(b"GET / HTTP/1.0\n\n", "host"), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::{has_token, line_end, offset_in, parse_length};
 const MAX_HEADERS: usize = 100;
 /// Most hop-by-hop and framing header lines one response may carry; more is
 /// refused as hostile (the proxy must be able to remove every one of them).
-pub const MAX_SPECIAL_LINES: usize = 16;
+pub const MAX_SPECIAL_LINES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseBody {
@@ -55,19 +55,23 @@ impl ResponseHead {
     }
 
     /// The lines removed for the client, in order.
-    fn dropped(&self, drop_framing: bool) -> impl Iterator<Item = Range<usize>> + '_ {
+    fn dropped<'a>(&'a self, plan: &'a ClientPlan) -> impl Iterator<Item = Range<usize>> + 'a {
         self.special[..usize::from(self.special_len)]
             .iter()
-            .filter(move |(_, _, kind)| *kind == LineKind::Hop || drop_framing)
+            .filter(move |(_, _, kind)| match kind {
+                LineKind::Hop => true,
+                LineKind::Framing => plan.drop_framing,
+                LineKind::Sendfile => plan.drop_sendfile,
+            })
             .map(|&(a, b, _)| a as usize..b as usize)
     }
 
     /// The head's byte ranges the client receives, without the final blank
     /// line; the caller appends `ClientPlan::extra` and `\r\n`.
-    pub fn kept_ranges(&self, plan: &ClientPlan) -> impl Iterator<Item = Range<usize>> + '_ {
+    pub fn kept_ranges<'a>(&'a self, plan: &'a ClientPlan) -> impl Iterator<Item = Range<usize>> + 'a {
         let end = self.len - self.final_nl;
         let mut pos = 0;
-        let mut drops = self.dropped(plan.drop_framing);
+        let mut drops = self.dropped(plan);
         std::iter::from_fn(move || loop {
             if pos >= end {
                 return None;
@@ -94,6 +98,7 @@ impl ResponseHead {
 enum LineKind {
     Hop,
     Framing,
+    Sendfile,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,13 +183,13 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
         } else if name.eq_ignore_ascii_case(b"x-swiftiply-close") {
             packets = true;
             Some(LineKind::Hop)
+        } else if name.eq_ignore_ascii_case(b"x-sendfile") {
+            let v0 = offset_in(buf, h.value);
+            let v = h.value.trim_ascii();
+            let s = v0 + (v.as_ptr() as usize - h.value.as_ptr() as usize);
+            head.sendfile = Some(s..s + v.len());
+            Some(LineKind::Sendfile)
         } else {
-            if name.eq_ignore_ascii_case(b"x-sendfile") {
-                let v0 = offset_in(buf, h.value);
-                let v = h.value.trim_ascii();
-                let s = v0 + (v.as_ptr() as usize - h.value.as_ptr() as usize);
-                head.sendfile = Some(s..s + v.len());
-            }
             None
         };
         if let Some(kind) = kind {
@@ -226,6 +231,8 @@ pub struct ClientPlan {
     pub dechunk: bool,
     /// Remove the backend's Content-Length/Transfer-Encoding lines.
     pub drop_framing: bool,
+    /// Remove the backend's X-Sendfile line (the proxy serves the file).
+    pub drop_sendfile: bool,
     /// Close the client connection after this response.
     pub close_after: bool,
     /// Header lines the proxy adds before the blank line.
@@ -254,6 +261,7 @@ pub fn plan(head: &ResponseHead, client_minor: u8, client_keep_alive: bool) -> C
         reframe_chunked,
         dechunk,
         drop_framing: head.body == ResponseBody::Packets || dechunk,
+        drop_sendfile: false,
         close_after,
         extra,
     }

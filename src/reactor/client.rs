@@ -30,12 +30,15 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use super::buffer::Buf;
+use super::filesend::{FileSend, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
 use super::timer::TimerSlot;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
 use crate::proto::packet::{PacketDecoder, PacketEvent};
 use crate::proto::request::{RequestBody, RequestHead};
+use crate::proto::line_end;
 use crate::proto::response::{self, ResponseBody, ResponseError};
+use crate::static_files::{self, StaticRoot};
 
 pub enum Phase {
     /// Waiting for (or reading) a request head.
@@ -85,7 +88,7 @@ impl ClientConn {
     /// Gives the buffers back when nothing is buffered in either direction.
     pub fn release_io_if_idle(&mut self, pool: &mut IoPool) {
         if let Some(io) = &self.io {
-            if io.inbuf.is_empty() && io.to_client.is_empty() && io.to_backend.is_empty() {
+            if io.inbuf.is_empty() && io.to_client.is_empty() && io.to_backend.is_empty() && io.file.is_none() {
                 if let Some(io) = self.io.take() {
                     pool.put(io);
                 }
@@ -114,34 +117,53 @@ impl ClientConn {
         outcome
     }
 
-    /// Writes what is queued for the client. Err: the client is gone.
+    /// Writes what is queued for the client, then any file body with
+    /// `sendfile`. Err: the client is gone.
     pub fn flush_out(&mut self) -> io::Result<usize> {
         let Some(io) = self.io.as_mut() else {
             return Ok(0);
         };
-        if !self.writable || io.to_client.is_empty() {
+        if !self.writable {
             return Ok(0);
         }
-        let (n, state) = io.to_client.flush(&self.sock, io.resp.bytes())?;
-        if let Flushed::Blocked = state {
-            self.writable = false;
-        }
-        if !io.to_client.has_buf_segments() {
-            // Everything queued from `resp` is written: release it.
-            io.resp.start = io.ex.resp_parse;
-            if io.resp.is_empty() {
-                io.resp.start = 0;
-                io.resp.end = 0;
-                io.ex.resp_parse = 0;
+        let mut n = 0;
+        if !io.to_client.is_empty() {
+            let (wrote, state) = io.to_client.flush(&self.sock, io.resp.bytes())?;
+            n = wrote;
+            if let Flushed::Blocked = state {
+                self.writable = false;
             }
-        } else if let Some(first) = io.to_client.first_buf_start() {
-            io.resp.start = first;
+            if !io.to_client.has_buf_segments() {
+                // Everything queued from `resp` is written: release it.
+                io.resp.start = io.ex.resp_parse;
+                if io.resp.is_empty() {
+                    io.resp.start = 0;
+                    io.resp.end = 0;
+                    io.ex.resp_parse = 0;
+                }
+            } else if let Some(first) = io.to_client.first_buf_start() {
+                io.resp.start = first;
+            }
+        }
+        if self.writable && io.to_client.is_empty() {
+            if let Some(f) = io.file.as_mut() {
+                let before = f.left;
+                let state = f.send(&self.sock)?;
+                n += (before - f.left) as usize;
+                match state {
+                    Sent::Done => io.file = None,
+                    Sent::Blocked => self.writable = false,
+                }
+            }
         }
         Ok(n)
     }
 
+    /// Bytes (or a file) still to be written to the client?
     pub fn has_output(&self) -> bool {
-        self.io.as_ref().is_some_and(|io| !io.to_client.is_empty())
+        self.io
+            .as_ref()
+            .is_some_and(|io| !io.to_client.is_empty() || io.file.is_some())
     }
 }
 
@@ -175,6 +197,8 @@ pub struct ClientIo {
     pub resp: Buf,
     pub to_backend: OutQueue,
     pub to_client: OutQueue,
+    /// A file body to send after `to_client` (static file or X-Sendfile).
+    pub file: Option<FileSend>,
     pub ex: Exchange,
 }
 
@@ -199,6 +223,8 @@ pub struct Exchange {
     /// The backend sent bytes past the end of its response.
     pub backend_extra: bool,
     pub backend_eof: bool,
+    /// The request's conditional headers, kept for an X-Sendfile answer.
+    pub saved_conditions: SavedConditions,
 }
 
 #[derive(Default)]
@@ -213,6 +239,10 @@ pub enum RespState {
         decoder: PacketDecoder,
         reframe: bool,
     },
+    /// The backend's body is read and dropped: the proxy answered in its
+    /// place (X-Sendfile).
+    Discard(BodyScanner),
+    DiscardPackets(PacketDecoder),
     Done,
 }
 
@@ -266,6 +296,7 @@ impl ClientIo {
             resp: Buf::with_capacity(size),
             to_backend: OutQueue::default(),
             to_client: OutQueue::default(),
+            file: None,
             ex: Exchange::default(),
         }
     }
@@ -344,7 +375,8 @@ impl ClientIo {
 
     /// Parses what the backend sent and queues the client's bytes.
     /// `client_minor` / `keep_alive`: what the client's request said.
-    pub fn relay_response(&mut self) -> Result<(), ResponseError> {
+    /// `xsendfile`: the section's sendfileroot and `enable_sendfile_404`.
+    pub fn relay_response(&mut self, xsendfile: Option<(&StaticRoot, bool)>) -> Result<(), ResponseError> {
         let (is_head, minor, keep_alive) = match &self.ex.head {
             Some(h) => (h.is_head, h.minor, h.keep_alive),
             None => return Ok(()),
@@ -361,7 +393,7 @@ impl ClientIo {
                     return Ok(());
                 }
                 RespState::Head => {
-                    if !q.has_room(12, 0) {
+                    if !q.has_room(HEAD_SEGMENTS, 0) {
                         return Ok(());
                     }
                     let start = ex.resp_parse;
@@ -383,6 +415,36 @@ impl ClientIo {
                     // Keep-alive only if the request will have been read
                     // completely by the end of this response.
                     let body_seen = ex.body.as_ref().is_none_or(BodyScanner::is_done);
+                    if let (Some((root, send_404)), Some(v)) = (xsendfile, h.sendfile.clone()) {
+                        let keep = keep_alive && body_seen && !h.conn_close;
+                        let found = root.lookup_sendfile(&data[start + v.start..start + v.end]);
+                        if found.is_some() || send_404 {
+                            // The proxy answers in the backend's place; the
+                            // backend's own body is read and dropped.
+                            self.file = match found {
+                                Some(file) => {
+                                    let answer = FileAnswer { start, head: &h, is_head, minor, keep };
+                                    answer.queue(q, data, file, &ex.saved_conditions)
+                                }
+                                None => {
+                                    queue_not_found(q, &data[start + v.start..start + v.end], minor, keep);
+                                    None
+                                }
+                            };
+                            ex.started = true;
+                            ex.close_after |= !keep;
+                            ex.resp = match h.body {
+                                ResponseBody::None | ResponseBody::Length(0) => RespState::Done,
+                                ResponseBody::Length(n) => RespState::Discard(BodyScanner::Length(n)),
+                                ResponseBody::Chunked => {
+                                    RespState::Discard(BodyScanner::Chunked(ChunkedScanner::new()))
+                                }
+                                ResponseBody::UntilClose => RespState::Discard(BodyScanner::UntilClose),
+                                ResponseBody::Packets => RespState::DiscardPackets(PacketDecoder::new()),
+                            };
+                            continue;
+                        }
+                    }
                     let plan = response::plan(&h, minor, keep_alive && body_seen);
                     for r in h.kept_ranges(&plan) {
                         q.push_buf(start + r.start..start + r.end);
@@ -406,6 +468,32 @@ impl ClientIo {
                             reframe: plan.reframe_chunked,
                         },
                     };
+                }
+                RespState::Discard(scanner) => {
+                    if scanner.is_done() {
+                        ex.resp = RespState::Done;
+                        continue;
+                    }
+                    if ex.resp_parse == self.resp.end {
+                        return Ok(());
+                    }
+                    let n = scanner
+                        .scan(&data[ex.resp_parse..])
+                        .map_err(|_| ResponseError::Malformed)?;
+                    ex.resp_parse += n;
+                }
+                RespState::DiscardPackets(decoder) => {
+                    if decoder.is_done() {
+                        ex.resp = RespState::Done;
+                        continue;
+                    }
+                    if ex.resp_parse == self.resp.end {
+                        return Ok(());
+                    }
+                    let (n, _) = decoder
+                        .decode(&data[ex.resp_parse..])
+                        .map_err(|_| ResponseError::Malformed)?;
+                    ex.resp_parse += n;
                 }
                 RespState::Dechunk(scanner) => {
                     if scanner.is_done() {
@@ -506,6 +594,84 @@ impl ClientIo {
     }
 }
 
+/// Queue segments one response head may need: the kept ranges between at
+/// most `MAX_SPECIAL_LINES` removed lines, a status line, the proxy's lines
+/// and the blank line.
+const HEAD_SEGMENTS: usize = response::MAX_SPECIAL_LINES + 5;
+
+/// A file standing in for a backend's response (X-Sendfile): the backend's
+/// status and headers, less X-Sendfile and framing, plus the file's own
+/// entity headers; the status becomes 206/304/416 when conditions say so.
+struct FileAnswer<'h> {
+    /// Where the backend's head starts in `resp`.
+    start: usize,
+    head: &'h response::ResponseHead,
+    is_head: bool,
+    minor: u8,
+    keep: bool,
+}
+
+impl FileAnswer<'_> {
+    fn queue(&self, q: &mut OutQueue, data: &[u8], file: static_files::FoundFile, cond: &SavedConditions) -> Option<FileSend> {
+        let plan = static_files::plan(&file, &cond.conditions(), self.is_head);
+        let mut entity = [0u8; static_files::ENTITY_HEADERS_MAX];
+        let entity_len = static_files::write_entity_headers(&file, &plan, &mut entity).unwrap_or(0);
+        let mut cplan = response::plan(self.head, self.minor, self.keep);
+        cplan.drop_framing = true;
+        cplan.drop_sendfile = true;
+        let own_status: Option<&'static [u8]> = match plan.status {
+            206 => Some(b"HTTP/1.1 206 Partial Content\r\n"),
+            304 => Some(b"HTTP/1.1 304 Not Modified\r\n"),
+            416 => Some(b"HTTP/1.1 416 Range Not Satisfiable\r\n"),
+            _ => None,
+        };
+        let status_end = line_end(&data[self.start..self.start + self.head.len], 0);
+        if let Some(line) = own_status {
+            q.push_static(line);
+        }
+        for r in self.head.kept_ranges(&cplan) {
+            let from = if own_status.is_some() { r.start.max(status_end) } else { r.start };
+            if from < r.end {
+                q.push_buf(self.start + from..self.start + r.end);
+            }
+        }
+        q.push_scratch(&entity[..entity_len]);
+        q.push_static(connection_line(self.minor, self.keep).as_bytes());
+        q.push_static(b"\r\n");
+        plan.body.map(|(offset, left)| FileSend {
+            file: file.file,
+            offset,
+            left,
+        })
+    }
+}
+
+/// The answer to an X-Sendfile naming a missing file, with
+/// `enable_sendfile_404`: `404` and `<path> could not be found`.
+fn queue_not_found(q: &mut OutQueue, path: &[u8], minor: u8, keep: bool) {
+    let path: &[u8] = if path.len() <= 160 { path } else { b"the file" };
+    let mut tail = [0u8; 320];
+    let mut w = &mut tail[..];
+    let body_len = path.len() + " could not be found\n".len();
+    let _ = write!(w, "{body_len}\r\n");
+    let _ = w.write_all(connection_line(minor, keep).as_bytes());
+    let _ = w.write_all(b"\r\n");
+    let _ = w.write_all(path);
+    let _ = w.write_all(b" could not be found\n");
+    let n = 320 - w.len();
+    q.push_static(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: ");
+    q.push_scratch(&tail[..n]);
+}
+
+/// The Connection line a response the proxy makes itself carries.
+pub fn connection_line(minor: u8, keep: bool) -> &'static str {
+    match (keep, minor) {
+        (false, _) => "Connection: close\r\n",
+        (true, 0) => "Connection: keep-alive\r\n",
+        (true, _) => "",
+    }
+}
+
 /// Queues the request head with its two permitted rewrites: absolute-form
 /// target to origin form, and the X-Forwarded-For value.
 fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Option<&SocketAddr>) {
@@ -579,6 +745,7 @@ impl IoPool {
             io.resp.end = 0;
             io.to_backend.clear();
             io.to_client.clear();
+            io.file = None;
             io.ex = Exchange::default();
             self.free.push(io);
         }
@@ -636,7 +803,7 @@ mod tests {
         let end = io.resp.end;
         io.resp.spare()[..bytes.len()].copy_from_slice(bytes);
         io.resp.end = end + bytes.len();
-        io.relay_response().unwrap();
+        io.relay_response(None).unwrap();
         queued(&mut io.to_client, io.resp.bytes())
     }
 

@@ -233,7 +233,9 @@ impl Reactor {
                 ReadOutcome::Full => {}
             }
         }
-        if let Err(e) = io.relay_response() {
+        let sec = &self.sections[section];
+        let xsendfile = sec.sendfile_root.as_ref().map(|r| (r, sec.cfg.enable_sendfile_404));
+        if let Err(e) = io.relay_response(xsendfile) {
             return Pump::BackendFailed(format!("bad response: {e}"));
         }
         // Proxy → client.
@@ -245,7 +247,10 @@ impl Reactor {
             return Pump::ClientGone;
         };
         if io.ex.backend_eof && !io.ex.resp_done() {
-            let until_close = matches!(io.ex.resp, RespState::Body(BodyScanner::UntilClose));
+            let until_close = matches!(
+                io.ex.resp,
+                RespState::Body(BodyScanner::UntilClose) | RespState::Discard(BodyScanner::UntilClose)
+            );
             if until_close && io.ex.resp_parse == io.resp.end {
                 io.ex.resp = RespState::Done;
                 progress = true;
@@ -255,7 +260,7 @@ impl Reactor {
                 return Pump::BackendFailed("closed before its response was complete".into());
             }
         }
-        if io.ex.resp_done() && io.to_client.is_empty() {
+        if io.ex.resp_done() && io.to_client.is_empty() && io.file.is_none() {
             return Pump::Finished;
         }
         if progress || read_ahead {

@@ -25,6 +25,7 @@ mod backend;
 mod buffer;
 mod client;
 mod exchange;
+mod filesend;
 mod listener;
 mod outq;
 mod requests;
@@ -74,6 +75,7 @@ pub struct Stats {
     pub backends_left: u64,
     pub handshakes_refused: u64,
     pub redeploys: u64,
+    pub static_files: u64,
 }
 
 /// The limits and timeouts the data path consults, copied out of `Config`.
@@ -197,7 +199,12 @@ impl Reactor {
             next_gen: 0,
             listeners,
             router: Router::new(&cfg.sections),
-            sections: cfg.sections.iter().cloned().map(Section::new).collect(),
+            sections: cfg
+                .sections
+                .iter()
+                .cloned()
+                .map(Section::new)
+                .collect::<Result<_, _>>()?,
             limits: Limits {
                 timeout: cfg.timeout,
                 header_timeout: cfg.header_timeout,

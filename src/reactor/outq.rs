@@ -13,8 +13,9 @@ use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 
 const SEGS: usize = 16;
-/// Room for the health check's tail, the largest scratch user.
-const SCRATCH: usize = crate::proto::local::HEALTH_TAIL_MAX;
+/// Room for the largest scratch users: the health check's tail, or the
+/// entity headers of an X-Sendfile answer.
+const SCRATCH: usize = 384;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Seg {

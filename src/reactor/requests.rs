@@ -11,7 +11,9 @@ use std::net::Shutdown;
 
 use log::{debug, info};
 
-use super::client::{Phase, ReadOutcome};
+use super::client::{connection_line, Phase, ReadOutcome};
+use super::filesend::{conditions_of, FileSend, SavedConditions};
+use crate::static_files::{self, FoundFile};
 use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
@@ -145,7 +147,17 @@ impl Reactor {
             let host = String::from_utf8_lossy(host.unwrap_or(b"(none)")).into_owned();
             return self.fail_request(c, 404, &format!("no section serves host {host:?}"));
         };
-        let cfg = &self.sections[section].cfg;
+        let sec = &self.sections[section];
+        if let Some(root) = &sec.docroot {
+            let method = &buf[start + head.method.start..start + head.method.end];
+            if (method == b"GET" || method == b"HEAD") && head.body == RequestBody::None {
+                if let Some(file) = root.lookup(&buf[start + head.path.start..start + head.path.end]) {
+                    return self.serve_file(c, head, file);
+                }
+            }
+        }
+        let keep_conditions = sec.sendfile_root.is_some();
+        let cfg = &sec.cfg;
         let retain = cfg.redeployable
             && match head.body {
                 RequestBody::None => head.len <= cfg.redeployment_sizelimit,
@@ -160,8 +172,47 @@ impl Reactor {
         let Some(io) = cl.io.as_mut() else {
             return Step::Gone;
         };
+        let head_len = head.len;
         io.ex.begin(head, start, retain);
+        if keep_conditions {
+            io.ex.saved_conditions = SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
+        }
         self.dispatch(c, section, false)
+    }
+
+    /// Answers a request with a file of the section's docroot.
+    fn serve_file(&mut self, c: usize, head: RequestHead, file: FoundFile) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        let start = io.inbuf.start;
+        let cond = conditions_of(&io.inbuf.bytes()[start..start + head.len]);
+        let plan = static_files::plan(&file, &cond, head.is_head);
+        let connection = connection_line(head.minor, head.keep_alive);
+        io.resp.start = 0;
+        io.resp.end = 0;
+        let Some(n) = static_files::write_head(&file, &plan, connection, io.resp.spare()) else {
+            return self.fail_request(c, 500, "static response head did not fit its buffer");
+        };
+        io.resp.end = n;
+        // The head counts as consumed, so `resp` empties once it is written.
+        io.ex.resp_parse = n;
+        io.to_client.push_buf(0..n);
+        io.file = plan.body.map(|(offset, left)| FileSend {
+            file: file.file,
+            offset,
+            left,
+        });
+        io.inbuf.start = start + head.len;
+        self.stats.static_files += 1;
+        cl.phase = Phase::Local {
+            close: !head.keep_alive,
+        };
+        self.set_deadline(c, self.limits.backend_timeout);
+        Step::Again
     }
 
     pub(super) fn step_queued(&mut self, c: usize, section: usize) -> Step {
@@ -202,6 +253,7 @@ impl Reactor {
         let io = cl.io(&mut self.pool);
         io.to_backend.clear();
         io.to_client.clear();
+        io.file = None;
         io.to_client.push_static(local::error_response(status));
         cl.phase = Phase::Local { close: true };
         self.set_deadline(c, self.limits.header_timeout);
