@@ -35,13 +35,21 @@ impl Section {
             .unwrap_or_else(|| "(unnamed)".into());
         let docroot = match &cfg.docroot {
             Some(dir) => Some(
-                StaticRoot::new(dir, cfg.staticmask.as_deref(), cfg.cache_directory.as_deref(), &cfg.cache_extensions)
-                    .map_err(|e| format!("section {name}: docroot: {e}"))?,
+                StaticRoot::new(
+                    dir,
+                    cfg.staticmask.as_deref(),
+                    cfg.cache_directory.as_deref(),
+                    &cfg.cache_extensions,
+                )
+                .map_err(|e| format!("section {name}: docroot: {e}"))?,
             ),
             None => None,
         };
         let sendfile_root = match &cfg.sendfileroot {
-            Some(dir) => Some(StaticRoot::new(dir, None, None, &[]).map_err(|e| format!("section {name}: sendfileroot: {e}"))?),
+            Some(dir) => Some(
+                StaticRoot::new(dir, None, None, &[])
+                    .map_err(|e| format!("section {name}: sendfileroot: {e}"))?,
+            ),
             None => None,
         };
         Ok(Section {

@@ -408,7 +408,8 @@ mod tests {
 
     #[test]
     fn headers_are_found_by_name_in_an_accepted_head() {
-        let head = b"GET / HTTP/1.1\r\nHost: a\r\nRange:  bytes=0-1 \r\nrange: second\r\n\r\nbody: no";
+        let head =
+            b"GET / HTTP/1.1\r\nHost: a\r\nRange:  bytes=0-1 \r\nrange: second\r\n\r\nbody: no";
         assert_eq!(find_header(head, "range"), Some(&b"bytes=0-1"[..]));
         assert_eq!(find_header(head, "HOST"), Some(&b"a"[..]));
         assert_eq!(find_header(head, "body"), None);

@@ -68,7 +68,10 @@ impl ResponseHead {
 
     /// The head's byte ranges the client receives, without the final blank
     /// line; the caller appends `ClientPlan::extra` and `\r\n`.
-    pub fn kept_ranges<'a>(&'a self, plan: &'a ClientPlan) -> impl Iterator<Item = Range<usize>> + 'a {
+    pub fn kept_ranges<'a>(
+        &'a self,
+        plan: &'a ClientPlan,
+    ) -> impl Iterator<Item = Range<usize>> + 'a {
         let end = self.len - self.final_nl;
         let mut pos = 0;
         let mut drops = self.dropped(plan);

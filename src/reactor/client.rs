@@ -34,9 +34,9 @@ use super::filesend::{FileSend, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
 use super::timer::TimerSlot;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
+use crate::proto::line_end;
 use crate::proto::packet::{PacketDecoder, PacketEvent};
 use crate::proto::request::{RequestBody, RequestHead};
-use crate::proto::line_end;
 use crate::proto::response::{self, ResponseBody, ResponseError};
 use crate::static_files::{self, StaticRoot};
 
@@ -88,7 +88,11 @@ impl ClientConn {
     /// Gives the buffers back when nothing is buffered in either direction.
     pub fn release_io_if_idle(&mut self, pool: &mut IoPool) {
         if let Some(io) = &self.io {
-            if io.inbuf.is_empty() && io.to_client.is_empty() && io.to_backend.is_empty() && io.file.is_none() {
+            if io.inbuf.is_empty()
+                && io.to_client.is_empty()
+                && io.to_backend.is_empty()
+                && io.file.is_none()
+            {
                 if let Some(io) = self.io.take() {
                     pool.put(io);
                 }
@@ -376,7 +380,10 @@ impl ClientIo {
     /// Parses what the backend sent and queues the client's bytes.
     /// `client_minor` / `keep_alive`: what the client's request said.
     /// `xsendfile`: the section's sendfileroot and `enable_sendfile_404`.
-    pub fn relay_response(&mut self, xsendfile: Option<(&StaticRoot, bool)>) -> Result<(), ResponseError> {
+    pub fn relay_response(
+        &mut self,
+        xsendfile: Option<(&StaticRoot, bool)>,
+    ) -> Result<(), ResponseError> {
         let (is_head, minor, keep_alive) = match &self.ex.head {
             Some(h) => (h.is_head, h.minor, h.keep_alive),
             None => return Ok(()),
@@ -423,11 +430,22 @@ impl ClientIo {
                             // backend's own body is read and dropped.
                             self.file = match found {
                                 Some(file) => {
-                                    let answer = FileAnswer { start, head: &h, is_head, minor, keep };
+                                    let answer = FileAnswer {
+                                        start,
+                                        head: &h,
+                                        is_head,
+                                        minor,
+                                        keep,
+                                    };
                                     answer.queue(q, data, file, &ex.saved_conditions)
                                 }
                                 None => {
-                                    queue_not_found(q, &data[start + v.start..start + v.end], minor, keep);
+                                    queue_not_found(
+                                        q,
+                                        &data[start + v.start..start + v.end],
+                                        minor,
+                                        keep,
+                                    );
                                     None
                                 }
                             };
@@ -435,12 +453,18 @@ impl ClientIo {
                             ex.close_after |= !keep;
                             ex.resp = match h.body {
                                 ResponseBody::None | ResponseBody::Length(0) => RespState::Done,
-                                ResponseBody::Length(n) => RespState::Discard(BodyScanner::Length(n)),
+                                ResponseBody::Length(n) => {
+                                    RespState::Discard(BodyScanner::Length(n))
+                                }
                                 ResponseBody::Chunked => {
                                     RespState::Discard(BodyScanner::Chunked(ChunkedScanner::new()))
                                 }
-                                ResponseBody::UntilClose => RespState::Discard(BodyScanner::UntilClose),
-                                ResponseBody::Packets => RespState::DiscardPackets(PacketDecoder::new()),
+                                ResponseBody::UntilClose => {
+                                    RespState::Discard(BodyScanner::UntilClose)
+                                }
+                                ResponseBody::Packets => {
+                                    RespState::DiscardPackets(PacketDecoder::new())
+                                }
                             };
                             continue;
                         }
@@ -581,16 +605,26 @@ impl ClientIo {
 
     /// Ends the exchange; the client goes on to its next request, which
     /// starts at `fwd` (any pipelined bytes are already there).
+    ///
+    /// The backend may be done before the client has received everything:
+    /// what is still queued stays in `resp` (marked consumed, so `flush_out`
+    /// empties the buffer once it is written).
     pub fn finish(&mut self) {
         self.inbuf.start = self.ex.fwd.max(self.inbuf.start);
         if self.inbuf.is_empty() {
             self.inbuf.start = 0;
             self.inbuf.end = 0;
         }
-        self.resp.start = 0;
-        self.resp.end = 0;
+        let pending = self.to_client.has_buf_segments();
+        if !pending {
+            self.resp.start = 0;
+            self.resp.end = 0;
+        }
         self.to_backend.clear();
-        self.ex = Exchange::default();
+        self.ex = Exchange {
+            resp_parse: if pending { self.resp.end } else { 0 },
+            ..Exchange::default()
+        };
     }
 }
 
@@ -612,7 +646,13 @@ struct FileAnswer<'h> {
 }
 
 impl FileAnswer<'_> {
-    fn queue(&self, q: &mut OutQueue, data: &[u8], file: static_files::FoundFile, cond: &SavedConditions) -> Option<FileSend> {
+    fn queue(
+        &self,
+        q: &mut OutQueue,
+        data: &[u8],
+        file: static_files::FoundFile,
+        cond: &SavedConditions,
+    ) -> Option<FileSend> {
         let plan = static_files::plan(&file, &cond.conditions(), self.is_head);
         let mut entity = [0u8; static_files::ENTITY_HEADERS_MAX];
         let entity_len = static_files::write_entity_headers(&file, &plan, &mut entity).unwrap_or(0);
@@ -630,7 +670,11 @@ impl FileAnswer<'_> {
             q.push_static(line);
         }
         for r in self.head.kept_ranges(&cplan) {
-            let from = if own_status.is_some() { r.start.max(status_end) } else { r.start };
+            let from = if own_status.is_some() {
+                r.start.max(status_end)
+            } else {
+                r.start
+            };
             if from < r.end {
                 q.push_buf(self.start + from..self.start + r.end);
             }

@@ -234,9 +234,17 @@ impl Reactor {
             }
         }
         let sec = &self.sections[section];
-        let xsendfile = sec.sendfile_root.as_ref().map(|r| (r, sec.cfg.enable_sendfile_404));
+        let xsendfile = sec
+            .sendfile_root
+            .as_ref()
+            .map(|r| (r, sec.cfg.enable_sendfile_404));
         if let Err(e) = io.relay_response(xsendfile) {
             return Pump::BackendFailed(format!("bad response: {e}"));
+        }
+        // Once the backend's response is read and its request sent, the
+        // backend is free, even if the client has yet to receive it all.
+        if io.ex.resp_done() && io.ex.req_done() && io.to_backend.is_empty() {
+            return Pump::Finished;
         }
         // Proxy → client.
         match cl.flush_out() {
@@ -249,7 +257,8 @@ impl Reactor {
         if io.ex.backend_eof && !io.ex.resp_done() {
             let until_close = matches!(
                 io.ex.resp,
-                RespState::Body(BodyScanner::UntilClose) | RespState::Discard(BodyScanner::UntilClose)
+                RespState::Body(BodyScanner::UntilClose)
+                    | RespState::Discard(BodyScanner::UntilClose)
             );
             if until_close && io.ex.resp_parse == io.resp.end {
                 io.ex.resp = RespState::Done;
@@ -260,7 +269,7 @@ impl Reactor {
                 return Pump::BackendFailed("closed before its response was complete".into());
             }
         }
-        if io.ex.resp_done() && io.to_client.is_empty() && io.file.is_none() {
+        if io.ex.resp_done() && !cl.has_output() {
             return Pump::Finished;
         }
         if progress || read_ahead {
@@ -292,10 +301,19 @@ impl Reactor {
         };
         let close = io.ex.close_after || !req_done;
         io.finish();
+        let writing = cl.has_output();
+        if writing {
+            // The backend is done; the client finishes receiving on its own.
+            cl.phase = Phase::Local { close };
+        }
         if backend_ok {
             self.backend_ready(b);
         } else {
             self.close_backend(b, Some(backend_why));
+        }
+        if writing {
+            self.set_deadline(c, self.limits.backend_timeout);
+            return Step::Again;
         }
         if close {
             return self.shut_client(c);

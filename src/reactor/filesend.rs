@@ -38,7 +38,8 @@ impl FileSend {
             let count = (self.left as usize).min(SENDFILE_CHUNK);
             // SAFETY: both descriptors are open for the duration of the call
             // and `off` is a valid pointer to a local.
-            let n = unsafe { libc::sendfile(sock.as_raw_fd(), self.file.as_raw_fd(), &mut off, count) };
+            let n =
+                unsafe { libc::sendfile(sock.as_raw_fd(), self.file.as_raw_fd(), &mut off, count) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -49,7 +50,10 @@ impl FileSend {
             }
             if n == 0 {
                 // The file shrank under us: the announced length cannot be met.
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file truncated while being sent"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file truncated while being sent",
+                ));
             }
             self.offset += n as u64;
             self.left -= n as u64;

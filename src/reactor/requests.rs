@@ -13,10 +13,10 @@ use log::{debug, info};
 
 use super::client::{connection_line, Phase, ReadOutcome};
 use super::filesend::{conditions_of, FileSend, SavedConditions};
-use crate::static_files::{self, FoundFile};
 use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
+use crate::static_files::{self, FoundFile};
 
 impl Reactor {
     pub(super) fn drive_client(&mut self, c: usize) {
@@ -151,7 +151,9 @@ impl Reactor {
         if let Some(root) = &sec.docroot {
             let method = &buf[start + head.method.start..start + head.method.end];
             if (method == b"GET" || method == b"HEAD") && head.body == RequestBody::None {
-                if let Some(file) = root.lookup(&buf[start + head.path.start..start + head.path.end]) {
+                if let Some(file) =
+                    root.lookup(&buf[start + head.path.start..start + head.path.end])
+                {
                     return self.serve_file(c, head, file);
                 }
             }
@@ -175,7 +177,8 @@ impl Reactor {
         let head_len = head.len;
         io.ex.begin(head, start, retain);
         if keep_conditions {
-            io.ex.saved_conditions = SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
+            io.ex.saved_conditions =
+                SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
         }
         self.dispatch(c, section, false)
     }
@@ -264,11 +267,18 @@ impl Reactor {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
-        if cl.flush_out().is_err() {
-            self.close_client(c);
-            return Step::Gone;
-        }
+        let wrote = match cl.flush_out() {
+            Ok(n) => n,
+            Err(_) => {
+                self.close_client(c);
+                return Step::Gone;
+            }
+        };
         if cl.has_output() {
+            if wrote > 0 {
+                // A slow reader is fine as long as it keeps reading.
+                self.set_deadline(c, self.limits.backend_timeout);
+            }
             return Step::Wait;
         }
         if close {
