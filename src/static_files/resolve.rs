@@ -17,13 +17,22 @@
 //!   regular files are returned. (Swapping an inner directory for a symlink
 //!   between the two steps needs write access to the docroot; that is out
 //!   of scope.)
+//! - Where the kernel has `openat2(2)`, a candidate is opened in one call
+//!   relative to the root's descriptor with `RESOLVE_BENEATH`: the kernel
+//!   itself refuses any resolution (`..`, a symlink) that would leave the
+//!   root. Only when it refuses (an absolute symlink, which may still point
+//!   inside) or lacks `openat2` is the canonicalizing path above taken, with
+//!   the same answer.
 //! - Nothing is cached: each lookup sees the filesystem as it is now, so a
 //!   changed, replaced or deleted file is noticed at once.
 //! - `staticmask` is matched against the decoded path *after* empty and `.`
 //!   segments are removed (`/./secret.yml` and `//secret.yml` are checked as
 //!   `/secret.yml`), so it cannot be sidestepped by respelling a path.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +48,8 @@ use super::{mime, FoundFile};
 pub struct Resolver {
     /// Canonical, and a directory when checked.
     root: PathBuf,
+    /// The root, opened once, for `openat2` lookups beneath it.
+    root_fd: Option<Arc<OwnedFd>>,
     staticmask: Option<Regex>,
     /// Relative to `root`, without `..`; `None` turns the page cache off.
     cache_directory: Option<PathBuf>,
@@ -79,7 +90,14 @@ impl Resolver {
             .into_iter()
             .flatten()
             .collect();
+        let root_fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(&canonical)
+            .ok()
+            .map(|f| Arc::new(OwnedFd::from(f)));
         Ok(Resolver {
+            root_fd,
             root: canonical,
             staticmask,
             cache_directory,
@@ -141,6 +159,11 @@ impl Resolver {
     }
 
     fn open_under(&self, candidate: &Path) -> Candidate {
+        match self.open_beneath(candidate) {
+            Beneath::Opened(file) => return self.classify(candidate, candidate.to_path_buf(), file),
+            Beneath::Missing => return Candidate::Nothing,
+            Beneath::Refused => {}
+        }
         let Ok(canonical) = fs::canonicalize(candidate) else {
             return Candidate::Nothing;
         };
@@ -154,6 +177,57 @@ impl Resolver {
         else {
             return Candidate::Nothing;
         };
+        self.classify(candidate, canonical, file)
+    }
+
+    /// One `openat2` beneath the root. `Refused`: the kernel would not (or
+    /// cannot) resolve it beneath the root; the caller decides the slow way.
+    fn open_beneath(&self, candidate: &Path) -> Beneath {
+        static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+        let Some(root_fd) = &self.root_fd else {
+            return Beneath::Refused;
+        };
+        if UNAVAILABLE.load(Ordering::Relaxed) {
+            return Beneath::Refused;
+        }
+        let Ok(relative) = candidate.strip_prefix(&self.root) else {
+            return Beneath::Refused;
+        };
+        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        let Ok(c_path) = CString::new(relative.as_os_str().as_bytes()) else {
+            return Beneath::Missing;
+        };
+        // SAFETY: `open_how` is plain data; every field is set below.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: valid descriptor, NUL-terminated path, and `how` with its size.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root_fd.as_raw_fd(),
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just gave us this descriptor; we own it.
+            return Beneath::Opened(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EACCES) => Beneath::Missing,
+            Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
+                Beneath::Refused
+            }
+            _ => Beneath::Refused, // EXDEV and the like: decide by canonicalizing
+        }
+    }
+
+    /// A regular file or a directory; `canonical` names it for a directory's
+    /// index lookup.
+    fn classify(&self, candidate: &Path, canonical: PathBuf, file: fs::File) -> Candidate {
         let Ok(meta) = file.metadata() else {
             return Candidate::Nothing;
         };
@@ -172,6 +246,12 @@ impl Resolver {
             file,
         })
     }
+}
+
+enum Beneath {
+    Opened(fs::File),
+    Missing,
+    Refused,
 }
 
 enum Candidate {
