@@ -7,6 +7,7 @@
 //! backend itself is in `exchange.rs`.
 
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::net::Shutdown;
 
 use log::{debug, info};
@@ -17,6 +18,10 @@ use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
 use crate::static_files::{self, FoundFile};
+
+/// Files up to this size are read into the response buffer and written with
+/// their head in one `writev`; larger ones go out with `sendfile`.
+const INLINE_FILE_MAX: usize = 8 * 1024;
 
 impl Reactor {
     pub(super) fn drive_client(&mut self, c: usize) {
@@ -201,14 +206,26 @@ impl Reactor {
             return self.fail_request(c, 500, "static response head did not fit its buffer");
         };
         io.resp.end = n;
-        // The head counts as consumed, so `resp` empties once it is written.
-        io.ex.resp_parse = n;
-        io.to_client.push_buf(0..n);
         io.file = plan.body.map(|(offset, left)| FileSend {
             file: file.file,
             offset,
             left,
         });
+        // A small body goes out with its head in one write; a larger one
+        // with sendfile once the head is written.
+        if let Some(send) = io.file.as_mut() {
+            if send.left <= INLINE_FILE_MAX as u64 {
+                let len = send.left as usize;
+                let room = &mut io.resp.spare()[..len];
+                if send.file.read_exact_at(room, send.offset).is_ok() {
+                    io.resp.end += len;
+                    io.file = None;
+                }
+            }
+        }
+        // The head counts as consumed, so `resp` empties once it is written.
+        io.ex.resp_parse = io.resp.end;
+        io.to_client.push_buf(0..io.resp.end);
         io.inbuf.start = start + head.len;
         self.stats.static_files += 1;
         cl.phase = Phase::Local {
