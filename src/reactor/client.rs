@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use super::buffer::Buf;
-use super::filesend::{FileSend, SavedConditions, Sent};
+use super::filesend::{FileSend, MoreFollows, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
 use super::timer::TimerSlot;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
@@ -132,7 +132,12 @@ impl ClientConn {
         }
         let mut n = 0;
         if !io.to_client.is_empty() {
-            let (wrote, state) = io.to_client.flush(&self.sock, io.resp.bytes())?;
+            let (wrote, state) = if io.file.is_some() {
+                io.to_client
+                    .flush(MoreFollows(&self.sock), io.resp.bytes())?
+            } else {
+                io.to_client.flush(&self.sock, io.resp.bytes())?
+            };
             n = wrote;
             if let Flushed::Blocked = state {
                 self.writable = false;

@@ -62,6 +62,40 @@ impl FileSend {
     }
 }
 
+/// Writes with `MSG_MORE`: the kernel holds a short write (a response head)
+/// to join the file data that `sendfile` sends next, so the head does not
+/// travel in a packet of its own.
+pub struct MoreFollows<'a, S: AsRawFd>(pub &'a S);
+
+impl<S: AsRawFd> io::Write for MoreFollows<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: msghdr is plain data; the iovecs point at live slices for
+        // the duration of the call (IoSlice is ABI-compatible with iovec).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        let n = unsafe {
+            libc::sendmsg(
+                self.0.as_raw_fd(),
+                &msg,
+                libc::MSG_MORE | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Copies of the request headers that decide a file response, kept because
 /// the request's own bytes may be gone by the time a backend answers with
 /// X-Sendfile. Values that do not fit are dropped, which only loses an

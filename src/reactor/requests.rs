@@ -7,8 +7,8 @@
 //! backend itself is in `exchange.rs`.
 
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::net::Shutdown;
+use std::os::unix::fs::FileExt;
 
 use log::{debug, info};
 

@@ -30,13 +30,13 @@
 //!   `/secret.yml`), so it cannot be sidestepped by respelling a path.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::fs::{self, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use regex_lite::Regex;
@@ -160,7 +160,9 @@ impl Resolver {
 
     fn open_under(&self, candidate: &Path) -> Candidate {
         match self.open_beneath(candidate) {
-            Beneath::Opened(file) => return self.classify(candidate, candidate.to_path_buf(), file),
+            Beneath::Opened(file) => {
+                return self.classify(candidate, candidate.to_path_buf(), file)
+            }
             Beneath::Missing => return Candidate::Nothing,
             Beneath::Refused => {}
         }
@@ -193,7 +195,11 @@ impl Resolver {
         let Ok(relative) = candidate.strip_prefix(&self.root) else {
             return Beneath::Refused;
         };
-        let relative = if relative.as_os_str().is_empty() { Path::new(".") } else { relative };
+        let relative = if relative.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            relative
+        };
         let Ok(c_path) = CString::new(relative.as_os_str().as_bytes()) else {
             return Beneath::Missing;
         };
@@ -216,7 +222,9 @@ impl Resolver {
             return Beneath::Opened(fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }));
         }
         match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EACCES) => Beneath::Missing,
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EACCES) => {
+                Beneath::Missing
+            }
             Some(libc::ENOSYS) | Some(libc::EPERM) => {
                 UNAVAILABLE.store(true, Ordering::Relaxed);
                 Beneath::Refused
