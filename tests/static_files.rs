@@ -1781,3 +1781,37 @@ fn a_request_body_on_a_static_get_is_never_taken_for_a_request() {
         s.farm.seen
     );
 }
+
+/// `backend_timeout` is about silence, not length: a slow reader that keeps
+/// reading gets the whole file even when that takes several timeouts.
+#[test]
+fn a_slow_but_steady_reader_outlasts_backend_timeout() {
+    let dir = TempDir::new("static-slow");
+    let root = dir.path.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let len = 8u64 << 20;
+    sparse_with_marks(&root.join("big.bin"), len);
+    let p = Proxy::start(&one_section(
+        "backend_timeout: 1",
+        &format!("docroot: {}", root.display()),
+    ));
+    let mut c = Client::connect(p.client_addr());
+    c.send(&req_bytes("GET", "/big.bin", "HTTP/1.1", &[]));
+    let h = read_response_head(&mut c.conn).unwrap().unwrap();
+    assert_eq!(h.status, 200);
+    let started = Instant::now();
+    let mut exp = Expect::new(&root.join("big.bin"), 0);
+    pull(
+        &mut c.conn,
+        len,
+        256 * 1024,
+        Duration::from_millis(20),
+        &mut exp,
+    );
+    assert_eq!(exp.bad, None, "body differs at this offset");
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the read was meant to outlast backend_timeout: {:?}",
+        started.elapsed()
+    );
+}
