@@ -18,7 +18,7 @@ use super::{has_token, line_end, offset_in, parse_length};
 const MAX_HEADERS: usize = 100;
 /// Most hop-by-hop and framing header lines one response may carry; more is
 /// refused as hostile (the proxy must be able to remove every one of them).
-pub const MAX_SPECIAL_LINES: usize = 8;
+pub const MAX_SPECIAL_LINES: usize = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseBody {
@@ -101,6 +101,9 @@ impl ResponseHead {
 enum LineKind {
     Hop,
     Framing,
+    /// X-Sendfile, and the backend's own validators (ETag, Last-Modified,
+    /// Accept-Ranges, Content-Range): replaced by the file's when the proxy
+    /// serves the file.
     Sendfile,
 }
 
@@ -186,6 +189,12 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
         } else if name.eq_ignore_ascii_case(b"x-swiftiply-close") {
             packets = true;
             Some(LineKind::Hop)
+        } else if name.eq_ignore_ascii_case(b"etag")
+            || name.eq_ignore_ascii_case(b"last-modified")
+            || name.eq_ignore_ascii_case(b"accept-ranges")
+            || name.eq_ignore_ascii_case(b"content-range")
+        {
+            Some(LineKind::Sendfile)
         } else if name.eq_ignore_ascii_case(b"x-sendfile") {
             let v0 = offset_in(buf, h.value);
             let v = h.value.trim_ascii();

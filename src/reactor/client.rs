@@ -287,7 +287,9 @@ impl Exchange {
         debug_assert!(self.retained && !self.started);
         if let Some(head) = self.head.take() {
             let start = self.req_start;
+            let saved = std::mem::take(&mut self.saved_conditions);
             self.begin(head, start, true);
+            self.saved_conditions = saved;
         }
     }
 }
@@ -427,7 +429,11 @@ impl ClientIo {
                     // Keep-alive only if the request will have been read
                     // completely by the end of this response.
                     let body_seen = ex.body.as_ref().is_none_or(BodyScanner::is_done);
-                    if let (Some((root, send_404)), Some(v)) = (xsendfile, h.sendfile.clone()) {
+                    // A 204/304 has no body to stand in for: passed through.
+                    let replaceable = h.status != 204 && h.status != 304;
+                    if let (Some((root, send_404)), Some(v), true) =
+                        (xsendfile, h.sendfile.clone(), replaceable)
+                    {
                         let keep = keep_alive && body_seen && !h.conn_close;
                         let found = root.lookup_sendfile(&data[start + v.start..start + v.end]);
                         if found.is_some() || send_404 {
@@ -448,6 +454,7 @@ impl ClientIo {
                                     queue_not_found(
                                         q,
                                         &data[start + v.start..start + v.end],
+                                        is_head,
                                         minor,
                                         keep,
                                     );
@@ -697,7 +704,7 @@ impl FileAnswer<'_> {
 
 /// The answer to an X-Sendfile naming a missing file, with
 /// `enable_sendfile_404`: `404` and `<path> could not be found`.
-fn queue_not_found(q: &mut OutQueue, path: &[u8], minor: u8, keep: bool) {
+fn queue_not_found(q: &mut OutQueue, path: &[u8], is_head: bool, minor: u8, keep: bool) {
     let path: &[u8] = if path.len() <= 160 { path } else { b"the file" };
     let mut tail = [0u8; 320];
     let mut w = &mut tail[..];
@@ -705,8 +712,10 @@ fn queue_not_found(q: &mut OutQueue, path: &[u8], minor: u8, keep: bool) {
     let _ = write!(w, "{body_len}\r\n");
     let _ = w.write_all(connection_line(minor, keep).as_bytes());
     let _ = w.write_all(b"\r\n");
-    let _ = w.write_all(path);
-    let _ = w.write_all(b" could not be found\n");
+    if !is_head {
+        let _ = w.write_all(path);
+        let _ = w.write_all(b" could not be found\n");
+    }
     let n = 320 - w.len();
     q.push_static(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: ");
     q.push_scratch(&tail[..n]);

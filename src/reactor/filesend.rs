@@ -98,8 +98,9 @@ impl<S: AsRawFd> io::Write for MoreFollows<'_, S> {
 
 /// Copies of the request headers that decide a file response, kept because
 /// the request's own bytes may be gone by the time a backend answers with
-/// X-Sendfile. Values that do not fit are dropped, which only loses an
-/// optimisation (a 200 instead of a 304 or a 206), never correctness.
+/// X-Sendfile. If they do not all fit, none is kept: the answer is then a
+/// plain 200, which is always correct (dropping only some could change the
+/// meaning of the others, e.g. turn If-Modified-Since into a wrong 304).
 pub struct SavedConditions {
     buf: [u8; 256],
     len: usize,
@@ -124,11 +125,12 @@ impl SavedConditions {
         let mut s = SavedConditions::default();
         for (i, name) in NAMES.iter().enumerate() {
             if let Some(v) = find_header(head, name) {
-                if s.len + v.len() <= s.buf.len() {
-                    s.buf[s.len..s.len + v.len()].copy_from_slice(v);
-                    s.spans[i] = Some((s.len as u16, (s.len + v.len()) as u16));
-                    s.len += v.len();
+                if s.len + v.len() > s.buf.len() {
+                    return SavedConditions::default();
                 }
+                s.buf[s.len..s.len + v.len()].copy_from_slice(v);
+                s.spans[i] = Some((s.len as u16, (s.len + v.len()) as u16));
+                s.len += v.len();
             }
         }
         s

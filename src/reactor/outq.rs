@@ -12,7 +12,7 @@
 use std::io::{self, IoSlice, Write};
 use std::ops::Range;
 
-const SEGS: usize = 16;
+const SEGS: usize = 24;
 /// Room for the largest scratch users: the health check's tail, or the
 /// entity headers of an X-Sendfile answer.
 const SCRATCH: usize = 384;
