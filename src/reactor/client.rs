@@ -162,6 +162,7 @@ impl ClientConn {
                 match state {
                     Sent::Done => io.file = None,
                     Sent::Blocked => self.writable = false,
+                    Sent::Yielded => {}
                 }
             }
         }

@@ -13,8 +13,11 @@ use std::os::fd::AsRawFd;
 use crate::proto::request::find_header;
 use crate::static_files::Conditions;
 
-/// Most bytes handed to one `sendfile` call (others get a turn in between).
+/// Most bytes handed to one `sendfile` call.
 const SENDFILE_CHUNK: usize = 1 << 20;
+/// Most bytes sent for one connection per turn: a fast reader of a large
+/// file must not keep the others waiting.
+const SEND_PER_TURN: u64 = 8 << 20;
 
 /// A file (or a range of it) still to be sent.
 pub struct FileSend {
@@ -28,12 +31,18 @@ pub enum Sent {
     Done,
     /// The socket is full; wait until it is writable.
     Blocked,
+    /// This turn's share went; the socket may take more after others ran.
+    Yielded,
 }
 
 impl FileSend {
-    /// Sends until done or the socket would block.
+    /// Sends until done, the socket would block, or this turn's share went.
     pub fn send(&mut self, sock: &impl AsRawFd) -> io::Result<Sent> {
+        let mut turn = 0u64;
         while self.left > 0 {
+            if turn >= SEND_PER_TURN {
+                return Ok(Sent::Yielded);
+            }
             let mut off = self.offset as libc::off_t;
             let count = (self.left as usize).min(SENDFILE_CHUNK);
             // SAFETY: both descriptors are open for the duration of the call
@@ -57,6 +66,7 @@ impl FileSend {
             }
             self.offset += n as u64;
             self.left -= n as u64;
+            turn += n as u64;
         }
         Ok(Sent::Done)
     }

@@ -292,9 +292,15 @@ impl Reactor {
             }
         };
         if cl.has_output() {
+            let more_now = cl.writable;
             if wrote > 0 {
                 // A slow reader is fine as long as it keeps reading.
                 self.set_deadline(c, self.limits.backend_timeout);
+            }
+            if more_now {
+                // It yielded its turn with the socket still writable: no
+                // event will come for it, so come back after the others.
+                self.deferred.push(c);
             }
             return Step::Wait;
         }
