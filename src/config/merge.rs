@@ -20,7 +20,7 @@ use super::builtin::{
 };
 use super::cross_checks;
 use super::legacy::{logger_legacy, note_legacy, section_legacy, top_legacy};
-use super::raw::{Flag, PortList, RawSection, RawTop, StrList};
+use super::raw::{Flag, PortList, RawSection, RawTop, Secs, StrList};
 use super::{Config, ConfigError, SectionConfig, SslListener};
 
 /// The entry's own value if it has one, else the one from `defaults`.
@@ -29,6 +29,11 @@ fn pick<T: Clone>(own: &Option<T>, def: &Option<T>) -> Option<T> {
 }
 
 /// How a section is named in messages: `map[1] (api.example.com)`.
+/// A duration key's value, or its default in whole seconds.
+fn seconds_or(value: Option<Secs>, default_s: u64) -> Duration {
+    value.map_or(Duration::from_secs(default_s), |s| s.0)
+}
+
 fn section_label(index: usize, raw: &RawSection) -> String {
     match raw.incoming.as_ref().and_then(|l| l.0.first()) {
         Some(name) => format!("map[{index}] ({name})"),
@@ -280,29 +285,14 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         pidfile: raw.pidfile,
         user: raw.user,
         group: raw.group,
-        timeout: raw
-            .timeout
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(DEFAULT_TIMEOUT_S)),
+        timeout: seconds_or(raw.timeout, DEFAULT_TIMEOUT_S),
         health_check_uri,
         ssl,
         log_level,
-        header_timeout: raw
-            .header_timeout
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(DEFAULT_HEADER_TIMEOUT_S)),
-        keepalive_timeout: raw
-            .keepalive_timeout
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(DEFAULT_KEEPALIVE_TIMEOUT_S)),
-        backend_timeout: raw
-            .backend_timeout
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(DEFAULT_BACKEND_TIMEOUT_S)),
-        handshake_timeout: raw
-            .handshake_timeout
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S)),
+        header_timeout: seconds_or(raw.header_timeout, DEFAULT_HEADER_TIMEOUT_S),
+        keepalive_timeout: seconds_or(raw.keepalive_timeout, DEFAULT_KEEPALIVE_TIMEOUT_S),
+        backend_timeout: seconds_or(raw.backend_timeout, DEFAULT_BACKEND_TIMEOUT_S),
+        handshake_timeout: seconds_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: max_header_bytes as usize,
         max_body_bytes: raw.max_body_bytes,
         sections,
