@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use swiftiply::config::Config;
-use swiftiply::reactor::Reactor;
+use swiftiply::reactor::{current_worker, Workers};
 
 const USAGE: &str = "\
 usage: swiftiply [CONFIG.yml]            run the proxy (built-in default without a file)
@@ -69,16 +69,34 @@ fn unsupported(config: &Config) -> Vec<String> {
     fatal
 }
 
-fn init_logging(level: u8) {
+/// Logs go to stderr as `[time LEVEL] message`; with several workers, as
+/// `[time LEVEL worker N] message` from a worker's thread.
+fn init_logging(level: u8, workers: usize) {
     let default = match level {
         0 => "error",
         1 => "warn",
         2 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_target(false)
-        .init();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    builder.format_target(false);
+    if workers > 1 {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let ts = buf.timestamp_seconds();
+            match current_worker() {
+                Some(w) => writeln!(
+                    buf,
+                    "[{ts} {:<5} worker {w}] {}",
+                    record.level(),
+                    record.args()
+                ),
+                None => writeln!(buf, "[{ts} {:<5}] {}", record.level(), record.args()),
+            }
+        });
+    }
+    builder.init();
 }
 
 fn main() -> ExitCode {
@@ -111,7 +129,7 @@ fn main() -> ExitCode {
         },
         Mode::Run(None) => (Config::builtin_default(), None),
     };
-    init_logging(config.log_level);
+    init_logging(config.log_level, config.workers);
     let fatal = unsupported(&config);
     if !fatal.is_empty() {
         for f in &fatal {
@@ -125,25 +143,26 @@ fn main() -> ExitCode {
              (clients on 127.0.0.1:8080, backends connect to 127.0.0.1:30000)"
         );
     }
-    let mut reactor = match Reactor::bind(&config) {
-        Ok(r) => r,
+    let workers = match Workers::start(&config) {
+        Ok(w) => w,
         Err(e) => {
             eprintln!("swiftiply: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for addr in reactor.client_addrs() {
+    for addr in workers.client_addrs() {
         eprintln!("swiftiply: clients listening on {addr}");
     }
-    for (section, addr) in reactor.backend_addrs() {
+    for (section, addr) in workers.backend_addrs() {
         eprintln!("swiftiply: section {section} backends listening on {addr}");
     }
-    eprintln!("swiftiply: ready");
-    match reactor.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("swiftiply: event loop failed: {e}");
-            ExitCode::FAILURE
-        }
+    if workers.count() > 1 {
+        eprintln!("swiftiply: {} workers", workers.count());
     }
+    eprintln!("swiftiply: ready");
+    // The workers run until one of them fails; then the whole process
+    // stops (the others with it), rather than serve on half-alive.
+    let exit = workers.wait();
+    eprintln!("swiftiply: {exit}");
+    ExitCode::FAILURE
 }

@@ -29,6 +29,9 @@ pub(super) const DEFAULT_REDEPLOYMENT_SIZELIMIT: usize = 16384;
 pub(super) const MAX_REDEPLOYMENT_SIZELIMIT: u64 = 1_048_576;
 /// The handshake sends the key length as two hex digits.
 pub(super) const MAX_KEY_BYTES: usize = 255;
+pub(super) const DEFAULT_WORKERS: usize = 1;
+/// More event loops than this is a typo, not a machine.
+pub(super) const MAX_WORKERS: usize = 1024;
 /// Durations are kept to the microsecond; this bound keeps that exact when
 /// printed as float seconds and read back.
 pub(super) const MAX_DURATION_S: f64 = 1e9;
@@ -57,6 +60,9 @@ pub(super) fn config() -> Config {
         handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         max_body_bytes: None,
+        workers: DEFAULT_WORKERS,
+        cpu_affinity: false,
+        reuseport: false,
         sections: vec![SectionConfig {
             incoming: vec!["localhost".into()],
             // A literal socket address always parses.

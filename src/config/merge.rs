@@ -15,8 +15,8 @@ use super::addresses::{check_incoming, parse_outgoing};
 use super::builtin::{
     default_cache_extensions, DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEALTH_URI, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_TIMEOUT_S, MAX_KEY_BYTES,
-    MAX_MAX_HEADER_BYTES, MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS,
+    MAX_KEY_BYTES, MAX_MAX_HEADER_BYTES, MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
 };
 use super::cross_checks;
 use super::legacy::{logger_legacy, note_legacy, section_legacy, top_legacy};
@@ -28,12 +28,12 @@ fn pick<T: Clone>(own: &Option<T>, def: &Option<T>) -> Option<T> {
     own.clone().or_else(|| def.clone())
 }
 
-/// How a section is named in messages: `map[1] (api.example.com)`.
 /// A duration key's value, or its default in whole seconds.
 fn seconds_or(value: Option<Secs>, default_s: u64) -> Duration {
     value.map_or(Duration::from_secs(default_s), |s| s.0)
 }
 
+/// How a section is named in messages: `map[1] (api.example.com)`.
 fn section_label(index: usize, raw: &RawSection) -> String {
     match raw.incoming.as_ref().and_then(|l| l.0.first()) {
         Some(name) => format!("map[{index}] ({name})"),
@@ -295,6 +295,9 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         handshake_timeout: seconds_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: max_header_bytes as usize,
         max_body_bytes: raw.max_body_bytes,
+        workers: raw.workers.map_or(DEFAULT_WORKERS, |w| w.0),
+        cpu_affinity: raw.cpu_affinity.is_some_and(|f| f.0),
+        reuseport: raw.reuseport.is_some_and(|f| f.0),
         sections,
     };
     cross_checks::check(&cfg).map_err(err)?;

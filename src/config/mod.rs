@@ -70,6 +70,15 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// `max_body_bytes`: request body limit (413); None = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `workers`: event loops (threads) in this process, 1..=1024. With more
+    /// than one, each has its own client listeners (SO_REUSEPORT) and its own
+    /// share of the backend connections.
+    pub workers: usize,
+    /// `cpu_affinity`: pin worker i to the i-th CPU the process may run on.
+    pub cpu_affinity: bool,
+    /// `reuseport`: SO_REUSEPORT on every listener, so that separately
+    /// started processes can share ports.
+    pub reuseport: bool,
     pub sections: Vec<SectionConfig>,
 }
 

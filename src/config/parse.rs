@@ -33,6 +33,9 @@ const TOP_KEYS: &[&str] = &[
     "handshake_timeout",
     "max_header_bytes",
     "max_body_bytes",
+    "workers",
+    "cpu_affinity",
+    "reuseport",
 ];
 
 const SECTION_KEYS: &[&str] = &[
@@ -66,6 +69,11 @@ fn unknown_key_hint(key: &str, in_section: bool) -> Option<String> {
         "servers" | "directory" | "caching" | "groups" => {
             Some("this belongs to the classic traditional proxy mode, which is not supported")
         }
+        "threads" | "worker_processes" | "processes" | "nbthread" => {
+            Some("the number of event loops is `workers`")
+        }
+        "reuse_port" | "so_reuseport" => Some("the key is spelled `reuseport`"),
+        "affinity" | "cpu_pinning" | "pin_cpus" => Some("the key is `cpu_affinity`"),
         "backup" | "manager" => Some("this classic key never worked and is not supported"),
         _ => None,
     };

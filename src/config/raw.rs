@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::builtin::MAX_DURATION_S;
+use super::builtin::{MAX_DURATION_S, MAX_WORKERS};
 
 /// The file as written. Every key is optional here; `merge::build` decides what is
 /// required. Legacy keys are accepted so classic configs keep loading.
@@ -45,6 +45,9 @@ pub(super) struct RawTop {
     pub(super) handshake_timeout: Option<Secs>,
     pub(super) max_header_bytes: Option<u64>,
     pub(super) max_body_bytes: Option<u64>,
+    pub(super) workers: Option<WorkerCount>,
+    pub(super) cpu_affinity: Option<Flag>,
+    pub(super) reuseport: Option<Flag>,
     // Legacy keys: accepted, ignored with an info line.
     pub(super) epoll: Option<IgnoredAny>,
     pub(super) kqueue: Option<IgnoredAny>,
@@ -223,6 +226,55 @@ impl<'de> Deserialize<'de> for PortList {
                     out.push(p.0);
                 }
                 Ok(PortList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A number of workers: an integer 1..=`MAX_WORKERS` (or the same as a
+/// string). Checked here, not in `merge.rs`, so that the error carries the
+/// line and column.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WorkerCount(pub(super) usize);
+
+impl<'de> Deserialize<'de> for WorkerCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WorkerCount;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a number of workers from 1 to {MAX_WORKERS} (usually one per CPU core)"
+                )
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WorkerCount, E> {
+                if v == 0 {
+                    return Err(E::custom(
+                        "0 workers would serve nothing; give at least 1 (one event loop \
+                         per CPU core is the usual choice)",
+                    ));
+                }
+                if v > MAX_WORKERS as u64 {
+                    return Err(E::custom(format_args!(
+                        "{v} workers is too many; the most allowed is {MAX_WORKERS} \
+                         (one event loop per CPU core is the usual choice)"
+                    )));
+                }
+                Ok(WorkerCount(v as usize))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerCount, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WorkerCount, E> {
+                match v.trim().parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
             }
         }
         d.deserialize_any(V)

@@ -606,3 +606,43 @@ fn load_from_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn workers_cpu_affinity_and_reuseport() {
+    let c = load(MINIMAL);
+    assert_eq!((c.workers, c.cpu_affinity, c.reuseport), (1, false, false));
+    let c = load(&format!(
+        "{MINIMAL}workers: 4\ncpu_affinity: true\nreuseport: yes\n"
+    ));
+    assert_eq!((c.workers, c.cpu_affinity, c.reuseport), (4, true, true));
+    assert_eq!(Config::from_yaml_str(&c.to_yaml(), "x").unwrap(), c);
+    assert_eq!(load(&format!("{MINIMAL}workers: '8'\n")).workers, 8);
+    assert_eq!(load(&format!("{MINIMAL}workers: 1024\n")).workers, 1024);
+    // Each bad value names the key and its line, and says what to write.
+    for (bad, says) in [
+        ("0", "at least 1"),
+        ("-2", "1 to 1024"),
+        ("many", "1 to 1024"),
+        ("2.5", "1 to 1024"),
+        ("[2]", "1 to 1024"),
+        ("1025", "the most allowed is 1024"),
+        ("100000000000000000000", "1 to 1024"),
+    ] {
+        let e = load_err(&format!("{MINIMAL}workers: {bad}\n"));
+        assert!(
+            e.contains("workers") && e.contains("line 6") && e.contains(says),
+            "{bad}: {e}"
+        );
+    }
+    for key in ["cpu_affinity", "reuseport"] {
+        let e = load_err(&format!("{MINIMAL}{key}: sometimes\n"));
+        assert!(e.contains(key) && e.contains("line 6"), "{e}");
+    }
+    // They are top-level keys, and common guesses get a pointer.
+    let e = load_err(&format!("{MINIMAL}    workers: 2\n"));
+    assert!(e.contains("top-level key"), "{e}");
+    let e = load_err(&format!("{MINIMAL}threads: 2\n"));
+    assert!(e.contains("`workers`"), "{e}");
+    let e = load_err(&format!("{MINIMAL}reuse_port: true\n"));
+    assert!(e.contains("`reuseport`"), "{e}");
+}

@@ -5,18 +5,31 @@
 //! Accepting drains the backlog until it would block. Running out of file
 //! descriptors pauses accepting for a moment (the kernel backlog holds the
 //! waiting connections) instead of spinning.
+//!
+//! With several workers (`workers.rs`) each has its own client listeners
+//! (SO_REUSEPORT: the kernel spreads client connections) and a copy of each
+//! one shared backend listener; a worker accepts a backend connection only
+//! while `balance.rs` says it is its turn.
 
 use std::fmt;
 use std::io;
+use std::mem::size_of;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::backend::BackendConn;
+use super::balance::BackendSlot;
 use super::client::ClientConn;
 use super::{Conn, Entry, Reactor, ACCEPT_RETRY};
+
+/// Connections the kernel queues on a listener before the proxy accepts
+/// them (capped by `net.core.somaxconn`); the value mio and nginx-class
+/// servers use.
+const BACKLOG: libc::c_int = 1024;
 
 pub(super) enum ListenerKind {
     Client,
@@ -28,6 +41,98 @@ pub(super) struct Listener {
     pub(super) kind: ListenerKind,
     pub(super) addr: SocketAddr,
     pub(super) paused: bool,
+}
+
+impl Listener {
+    pub(super) fn new(sock: std::net::TcpListener, kind: ListenerKind) -> io::Result<Listener> {
+        Ok(Listener {
+            addr: sock.local_addr()?,
+            sock: TcpListener::from_std(sock),
+            kind,
+            paused: false,
+        })
+    }
+}
+
+/// Opens a listening socket on `addr`: nonblocking, close-on-exec,
+/// SO_REUSEADDR (a restart need not wait for old connections in TIME_WAIT)
+/// and, with `reuseport`, SO_REUSEPORT (several sockets, in this process or
+/// others of the same user, listen on one port and the kernel spreads new
+/// connections among them). mio's own `bind` cannot set SO_REUSEPORT.
+pub(super) fn listen(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain system call; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(domain, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_flag(&fd, libc::SO_REUSEADDR)?;
+    if reuseport {
+        set_flag(&fd, libc::SO_REUSEPORT)?;
+    }
+    // SAFETY: sockaddr_storage is plain data; zeroes are a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any
+            // socket address.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a socket address of `len` bytes.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &storage as *const _ as *const libc::sockaddr,
+            len as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain system call on a descriptor we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(fd))
+}
+
+fn set_flag(fd: &OwnedFd, option: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` outlives the call and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            &on as *const libc::c_int as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A listener that could not be opened.
@@ -48,7 +153,8 @@ impl fmt::Display for BindError {
         match self.error.kind() {
             io::ErrorKind::AddrInUse => write!(
                 f,
-                " (is another swiftiply or another server already using that port?)"
+                " (is another swiftiply or another server already using that port? \
+                 swiftiply processes share a port only when all of them set `reuseport: true`)"
             ),
             io::ErrorKind::PermissionDenied => {
                 write!(f, " (ports below 1024 need root or CAP_NET_BIND_SERVICE)")
@@ -64,12 +170,28 @@ impl fmt::Display for BindError {
 impl std::error::Error for BindError {}
 
 impl Reactor {
-    /// Accepts on listener `li` until it would block.
+    /// Accepts on listener `li` until it would block, or, for a backend
+    /// listener shared with other workers, until another worker has fewer
+    /// of that section's backends (then that worker is woken to go on; see
+    /// `balance.rs` for why no connection is left waiting).
     pub(super) fn accept(&mut self, li: usize) {
         if li >= self.listeners.len() {
             return;
         }
+        let shared = match (&self.listeners[li].kind, &self.backend_share) {
+            (ListenerKind::Backend { section }, Some(share)) => Some((*section, share.clone())),
+            _ => None,
+        };
+        let mut took = false;
         loop {
+            if let Some((section, share)) = &shared {
+                if !share.may_accept(*section, self.worker) {
+                    if took {
+                        share.hand_off(*section, self.worker);
+                    }
+                    return;
+                }
+            }
             let res = self.listeners[li].sock.accept();
             match res {
                 Ok((sock, peer)) => {
@@ -78,6 +200,7 @@ impl Reactor {
                         ListenerKind::Client => None,
                         ListenerKind::Backend { section } => Some(section),
                     };
+                    took = true;
                     if let Err(e) = self.add_conn(sock, peer, kind) {
                         warn!("could not register a new connection from {peer}: {e}");
                     }
@@ -99,6 +222,17 @@ impl Reactor {
                     debug!("accept on {}: {e}", self.listeners[li].addr);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Another worker asked this one to look at its backend listeners
+    /// again (`balance.rs`): a connection may be waiting for it.
+    pub(super) fn retry_backend_accepts(&mut self) {
+        for li in 0..self.listeners.len() {
+            let l = &self.listeners[li];
+            if matches!(l.kind, ListenerKind::Backend { .. }) && !l.paused {
+                self.accept(li);
             }
         }
     }
@@ -128,7 +262,17 @@ impl Reactor {
                 self.limits.handshake_timeout,
             ),
         };
-        let e = entry.insert(Entry { gen, conn });
+        // Counted from the accept on, handshake included, so that a burst of
+        // new backends is already spread while they are still handshaking.
+        let share = match (backend_section, &self.backend_share) {
+            (Some(s), Some(share)) => Some(BackendSlot::new(share, s, self.worker)),
+            _ => None,
+        };
+        let e = entry.insert(Entry {
+            gen,
+            conn,
+            _backend_share: share,
+        });
         let at = self.now + deadline;
         match &mut e.conn {
             Conn::Client(c) => self.timers.set(&mut c.timer, key, gen, at),

@@ -20,8 +20,14 @@
 //! the response back (`proto::response`, `outq.rs` for `writev`) → the backend
 //! returns to its pool and the client goes on to its next request or idles
 //! without a buffer. `timer.rs` holds every connection's deadline.
+//!
+//! A process runs one reactor per worker (`workers: N`), each on its own
+//! thread with its own connections, pools and counters; they share nothing
+//! on the data path. `workers.rs` binds the sockets and starts them;
+//! `balance.rs` decides which worker takes a new backend connection.
 
 mod backend;
+mod balance;
 mod buffer;
 mod client;
 mod exchange;
@@ -30,13 +36,14 @@ mod listener;
 mod outq;
 mod requests;
 mod timer;
+mod workers;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::info;
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
@@ -44,14 +51,18 @@ use crate::config::Config;
 use crate::router::Router;
 use crate::section::Section;
 use backend::{BackendConn, BackendState};
+use balance::{BackendShare, BackendSlot};
 use client::{ClientConn, IoPool};
 use timer::Timers;
 
 pub use listener::BindError;
 use listener::{Listener, ListenerKind};
+pub use workers::{current_worker, WorkerExit, Workers};
 
 /// Listener tokens live above every slab key.
 const LISTENER_BASE: usize = usize::MAX / 2;
+/// Another worker (or this one) asks for a look at the backend listeners.
+const WAKE_TOKEN: usize = usize::MAX;
 /// How long a closing client may take to stop sending, after an error.
 const LINGER: Duration = Duration::from_secs(2);
 /// Reads of discarded input per turn while lingering (others go first).
@@ -99,6 +110,9 @@ struct Entry {
     /// Tells apart successive connections that reuse one slab key.
     gen: u64,
     conn: Conn,
+    /// A backend connection's place in its worker's count, with several
+    /// workers (`balance.rs`); dropped with the entry.
+    _backend_share: Option<BackendSlot>,
 }
 
 /// What one step of a client's state machine leads to.
@@ -145,42 +159,34 @@ pub struct Reactor {
     deferring: Vec<usize>,
     accept_retry: Option<Instant>,
     now: Instant,
+    /// This reactor's index among the process's workers (0 with one).
+    worker: usize,
+    /// With several workers: whose turn it is to take a backend connection.
+    backend_share: Option<Arc<BackendShare>>,
+    /// This worker's own counters (each worker answers the health check
+    /// with its own).
     pub stats: Stats,
 }
 
 impl Reactor {
-    /// Opens every listener of `cfg`. Nothing is accepted until `run`.
+    /// Opens every listener of `cfg` for one reactor, on the calling thread
+    /// (whatever `cfg.workers` says; `Workers::start` runs several). Nothing
+    /// is accepted until `run`.
     pub fn bind(cfg: &Config) -> Result<Reactor, Box<dyn std::error::Error>> {
-        let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for addr in cfg.client_addrs()? {
-            let sock = TcpListener::bind(addr).map_err(|error| BindError {
-                addr,
-                what: "clients",
-                error,
-            })?;
-            listeners.push(Listener {
-                addr: sock.local_addr()?,
-                sock,
-                kind: ListenerKind::Client,
-                paused: false,
-            });
-        }
-        for (i, s) in cfg.sections.iter().enumerate() {
-            for &addr in &s.outgoing {
-                let sock = TcpListener::bind(addr).map_err(|error| BindError {
-                    addr,
-                    what: "backends",
-                    error,
-                })?;
-                listeners.push(Listener {
-                    addr: sock.local_addr()?,
-                    sock,
-                    kind: ListenerKind::Backend { section: i },
-                    paused: false,
-                });
-            }
-        }
+        let listeners = workers::bind_listeners(cfg, 1)?.pop().unwrap_or_default();
+        Reactor::assemble(cfg, Poll::new()?, listeners, 0, None)
+    }
+
+    /// A reactor around listeners that are already bound: registers them
+    /// with `poll` and sets up the sections and pools. `worker` and
+    /// `backend_share` place it among several workers (`workers.rs`).
+    fn assemble(
+        cfg: &Config,
+        poll: Poll,
+        mut listeners: Vec<Listener>,
+        worker: usize,
+        backend_share: Option<Arc<BackendShare>>,
+    ) -> Result<Reactor, Box<dyn std::error::Error>> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.sock, Token(LISTENER_BASE + i), Interest::READABLE)?;
@@ -222,6 +228,8 @@ impl Reactor {
             deferring: Vec::new(),
             accept_retry: None,
             now: Instant::now(),
+            worker,
+            backend_share,
             stats: Stats::default(),
         })
     }
@@ -291,6 +299,10 @@ impl Reactor {
     }
 
     fn on_event(&mut self, token: usize, readable: bool, writable: bool) {
+        if token == WAKE_TOKEN {
+            self.retry_backend_accepts();
+            return;
+        }
         if token >= LISTENER_BASE {
             self.accept(token - LISTENER_BASE);
             return;
