@@ -38,6 +38,9 @@ pub struct BackendConn {
     pub state: BackendState,
     pub readable: bool,
     pub writable: bool,
+    /// The kernel reported the backend's FIN or an error (see
+    /// `client::read_into`).
+    pub hup: bool,
     pub timer: TimerSlot,
 }
 
@@ -65,6 +68,7 @@ impl BackendConn {
             },
             readable: false,
             writable: false,
+            hup: false,
             timer: TimerSlot::default(),
         }
     }

@@ -59,6 +59,9 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     pub readable: bool,
     pub writable: bool,
+    /// The kernel reported the client's FIN or an error: read until EOF
+    /// (see `read_into`).
+    pub hup: bool,
     /// The client half-closed after a complete request: read no more.
     pub read_closed: bool,
     pub phase: Phase,
@@ -73,6 +76,7 @@ impl ClientConn {
             peer,
             readable: false,
             writable: false,
+            hup: false,
             read_closed: false,
             phase: Phase::Head,
             io: None,
@@ -114,11 +118,7 @@ impl ClientConn {
         if !io.inbuf.has_spare() {
             return ReadOutcome::Full;
         }
-        let outcome = read_into(&self.sock, &mut io.inbuf);
-        if let ReadOutcome::WouldBlock = outcome {
-            self.readable = false;
-        }
-        outcome
+        read_into(&self.sock, &mut io.inbuf, &mut self.readable)
     }
 
     /// Writes what is queued for the client, then any file body with
@@ -178,7 +178,10 @@ impl ClientConn {
 }
 
 pub enum ReadOutcome {
-    Data,
+    /// Bytes arrived; `short`: fewer than there was room for (see `read_into`).
+    Data {
+        short: bool,
+    },
     Eof,
     WouldBlock,
     /// No room in the buffer: back-pressure until the writer catches up.
@@ -186,15 +189,30 @@ pub enum ReadOutcome {
     Error,
 }
 
-pub fn read_into(mut sock: &TcpStream, buf: &mut Buf) -> ReadOutcome {
+/// Reads once into `buf`'s free space; clears `readable` on `WouldBlock`.
+///
+/// `Data { short: true }` means the read did not fill the buffer, so it
+/// drained the socket: Linux's edge-triggered epoll reports every new
+/// arrival of data on a TCP socket, so the caller may clear `readable`
+/// itself and save the `read` that would only answer `WouldBlock`. Only
+/// where a message has just been completed, though (a request head, a
+/// whole response): that extra `read` also lets TCP send a window update
+/// at once, which matters while a body streams under back-pressure. And
+/// never after `hup`: a FIN that arrived before the read was reported only
+/// once.
+pub fn read_into(mut sock: &TcpStream, buf: &mut Buf, readable: &mut bool) -> ReadOutcome {
     loop {
+        let room = buf.spare().len();
         match sock.read(buf.spare()) {
             Ok(0) => return ReadOutcome::Eof,
             Ok(n) => {
                 buf.end += n;
-                return ReadOutcome::Data;
+                return ReadOutcome::Data { short: n < room };
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return ReadOutcome::WouldBlock;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return ReadOutcome::Error,
         }

@@ -175,10 +175,11 @@ impl Reactor {
         };
         let mut read_ahead = false;
         let mut progress = false;
+        let mut drained = false;
 
         // Client → proxy.
         match cl.read_in(&mut self.pool) {
-            ReadOutcome::Data => read_ahead = true,
+            ReadOutcome::Data { .. } => read_ahead = true,
             ReadOutcome::Eof => {
                 // A client that half-closes after a complete request still
                 // gets its response (judged below, once what it sent is
@@ -223,9 +224,12 @@ impl Reactor {
 
         // Backend → proxy.
         if be.readable && !io.ex.resp_done() && !io.ex.backend_eof && io.resp_room() {
-            match client::read_into(&be.sock, &mut io.resp) {
-                ReadOutcome::Data => progress = true,
-                ReadOutcome::WouldBlock => be.readable = false,
+            match client::read_into(&be.sock, &mut io.resp, &mut be.readable) {
+                ReadOutcome::Data { short } => {
+                    progress = true;
+                    drained = short && !be.hup;
+                }
+                ReadOutcome::WouldBlock => {}
                 ReadOutcome::Eof | ReadOutcome::Error => {
                     io.ex.backend_eof = true;
                     progress = true;
@@ -240,6 +244,12 @@ impl Reactor {
             .map(|r| (r, sec.cfg.enable_sendfile_404));
         if let Err(e) = io.relay_response(xsendfile) {
             return Pump::BackendFailed(format!("bad response: {e}"));
+        }
+        if drained && io.ex.resp_done() {
+            // The whole response is in and the socket was drained: the next
+            // bytes (or a close) bring a new event; skip the `read` that
+            // would only answer `WouldBlock` (see `client::read_into`).
+            be.readable = false;
         }
         // Once the backend's response is read and its request sent, the
         // backend is free, even if the client has yet to receive it all.

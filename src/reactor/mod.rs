@@ -277,7 +277,8 @@ impl Reactor {
             for event in events.iter() {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-                self.on_event(event.token().0, readable, writable);
+                let hup = event.is_read_closed() || event.is_error();
+                self.on_event(event.token().0, readable, writable, hup);
                 self.run_pending();
             }
             std::mem::swap(&mut self.deferred, &mut self.deferring);
@@ -298,7 +299,7 @@ impl Reactor {
         }
     }
 
-    fn on_event(&mut self, token: usize, readable: bool, writable: bool) {
+    fn on_event(&mut self, token: usize, readable: bool, writable: bool, hup: bool) {
         if token == WAKE_TOKEN {
             self.retry_backend_accepts();
             return;
@@ -311,11 +312,13 @@ impl Reactor {
             Some(Conn::Client(c)) => {
                 c.readable |= readable;
                 c.writable |= writable;
+                c.hup |= hup;
                 self.drive_client(token);
             }
             Some(Conn::Backend(b)) => {
                 b.readable |= readable;
                 b.writable |= writable;
+                b.hup |= hup;
                 match b.state {
                     BackendState::Busy { client } => self.drive_client(client),
                     _ => self.drive_backend(token),

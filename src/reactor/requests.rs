@@ -85,7 +85,13 @@ impl Reactor {
         }
         let was_empty = cl.io.as_ref().is_none_or(|io| io.inbuf.is_empty());
         match cl.read_in(&mut self.pool) {
-            ReadOutcome::Data => {
+            ReadOutcome::Data { short } => {
+                if short && !cl.hup {
+                    // The read drained the socket: the rest of the head (or
+                    // the body) brings a new event, so skip the `read` that
+                    // would only answer `WouldBlock` (see `client::read_into`).
+                    cl.readable = false;
+                }
                 if was_empty {
                     self.set_deadline(c, self.limits.header_timeout);
                 }
@@ -240,7 +246,7 @@ impl Reactor {
             return Step::Gone;
         };
         match cl.read_in(&mut self.pool) {
-            ReadOutcome::Data => Step::Again,
+            ReadOutcome::Data { .. } => Step::Again,
             ReadOutcome::WouldBlock | ReadOutcome::Full => Step::Wait,
             ReadOutcome::Eof | ReadOutcome::Error => {
                 debug!(
