@@ -7,16 +7,18 @@
 //! cargo run --release --example app -- --swiftiply 127.0.0.1:30000 --connections 8 [--key K] [--packets]
 //! ```
 //!
-//! Routes: `/` and `/hello` (13 bytes, "Hello, world!"), `/stream` (a body
-//! of unknown length in five pieces), `POST /echo` (the request body back),
-//! `/slow?ms=N` (answers after N ms). It is also the benchmarks' backend, so
-//! the hot route does no allocation. SIGTERM or Ctrl-C stops it gracefully.
+//! Routes: `/` and `/hello` (13 bytes, "Hello, world!"), `/large` (1 MiB of
+//! bytes, for throughput), `/stream` (a body of unknown length in five
+//! pieces), `POST /echo` (the request body back), `/slow?ms=N` (answers after
+//! N ms). It is also the benchmarks' backend, so the hot routes do no
+//! allocation: `/large` sends a buffer built once, on its first request.
+//! SIGTERM or Ctrl-C stops it gracefully.
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use swiftiply::backend::{self, BackendOptions, Request, Responder, StreamFraming};
@@ -24,10 +26,24 @@ use swiftiply::backend::{self, BackendOptions, Request, Responder, StreamFraming
 const USAGE: &str = "usage: app [--listen ADDR] | [--swiftiply HOST:PORT]... [--connections N] [--key KEY] [--packets]
   (the environment variable SWIFTIPLY=HOST:PORT also selects backend mode)";
 
+/// Size of the `/large` body.
+const LARGE: usize = 1 << 20;
+
+/// The `/large` body: built once, shared by every request and thread.
+fn large_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| (0..LARGE).map(|i| b'a' + (i % 26) as u8).collect())
+}
+
 fn handle(req: &mut Request<'_>, res: &mut Responder<'_>) -> io::Result<()> {
     const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain")];
     match (req.method(), req.path()) {
         ("GET" | "HEAD", "/" | "/hello") => res.send(200, TEXT, b"Hello, world!"),
+        ("GET" | "HEAD", "/large") => res.send(
+            200,
+            &[("Content-Type", "application/octet-stream")],
+            large_body(),
+        ),
         ("GET" | "HEAD", "/stream") => {
             let mut body = res.stream(200, TEXT)?;
             for i in 1..=5 {
