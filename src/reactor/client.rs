@@ -26,12 +26,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
 
 use super::buffer::Buf;
 use super::filesend::{FileSend, MoreFollows, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
+use super::splice::Pipe;
 use super::timer::TimerSlot;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
 use crate::proto::line_end;
@@ -96,6 +98,7 @@ impl ClientConn {
                 && io.to_client.is_empty()
                 && io.to_backend.is_empty()
                 && io.file.is_none()
+                && io.pipe.as_ref().is_none_or(|p| p.held == 0)
             {
                 if let Some(io) = self.io.take() {
                     pool.put(io);
@@ -131,6 +134,17 @@ impl ClientConn {
             return Ok(0);
         }
         let mut n = 0;
+        if let Some(pipe) = io.pipe.as_mut().filter(|p| p.held > 0) {
+            match pipe.drain(self.sock.as_raw_fd()) {
+                Ok(wrote) => n += wrote,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if pipe.held > 0 {
+                self.writable = false;
+                return Ok(n);
+            }
+        }
         if !io.to_client.is_empty() {
             let (wrote, state) = if io.file.is_some() {
                 io.to_client
@@ -138,7 +152,7 @@ impl ClientConn {
             } else {
                 io.to_client.flush(&self.sock, io.resp.bytes())?
             };
-            n = wrote;
+            n += wrote;
             if let Flushed::Blocked = state {
                 self.writable = false;
             }
@@ -171,9 +185,11 @@ impl ClientConn {
 
     /// Bytes (or a file) still to be written to the client?
     pub fn has_output(&self) -> bool {
-        self.io
-            .as_ref()
-            .is_some_and(|io| !io.to_client.is_empty() || io.file.is_some())
+        self.io.as_ref().is_some_and(|io| {
+            !io.to_client.is_empty()
+                || io.file.is_some()
+                || io.pipe.as_ref().is_some_and(|p| p.held > 0)
+        })
     }
 }
 
@@ -227,6 +243,9 @@ pub struct ClientIo {
     pub to_client: OutQueue,
     /// A file body to send after `to_client` (static file or X-Sendfile).
     pub file: Option<FileSend>,
+    /// Body bytes spliced from the backend, written before `to_client`
+    /// (which was empty when they began: see splice.rs).
+    pub pipe: Option<Pipe>,
     pub ex: Exchange,
 }
 
@@ -327,6 +346,7 @@ impl ClientIo {
             to_backend: OutQueue::default(),
             to_client: OutQueue::default(),
             file: None,
+            pipe: None,
             ex: Exchange::default(),
         }
     }
@@ -797,7 +817,12 @@ pub struct IoPool {
     free: Vec<Box<ClientIo>>,
     size: usize,
     max_free: usize,
+    /// Empty pipes for splicing, kept rather than made for each body.
+    pipes: Vec<Pipe>,
 }
+
+/// Empty pipes kept for reuse (two descriptors each).
+const MAX_FREE_PIPES: usize = 64;
 
 impl IoPool {
     pub fn new(size: usize, max_free: usize) -> Self {
@@ -805,7 +830,13 @@ impl IoPool {
             free: Vec::new(),
             size,
             max_free,
+            pipes: Vec::new(),
         }
+    }
+
+    /// An empty pipe for splicing a body, or None if none can be made now.
+    pub fn pipe(&mut self) -> Option<Pipe> {
+        self.pipes.pop().or_else(|| Pipe::new().ok())
     }
 
     pub fn get(&mut self) -> Box<ClientIo> {
@@ -815,6 +846,12 @@ impl IoPool {
     }
 
     pub fn put(&mut self, mut io: Box<ClientIo>) {
+        if let Some(pipe) = io.pipe.take() {
+            // A pipe that still holds bytes is dropped (closed) with them.
+            if pipe.held == 0 && self.pipes.len() < MAX_FREE_PIPES {
+                self.pipes.push(pipe);
+            }
+        }
         if self.free.len() < self.max_free {
             io.inbuf.start = 0;
             io.inbuf.end = 0;

@@ -6,10 +6,13 @@
 //! no longer be trusted), and a failed backend leads to a redeploy, a 502 or
 //! a cut client connection (DESIGN §2.5).
 
-use log::{debug, info};
+use std::os::fd::AsRawFd;
+
+use log::{debug, info, warn};
 
 use super::backend::{BackendState, Unpaired};
 use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
+use super::splice::{self, Relayed};
 use super::{backend_in, client_in, outq, Conn, Pump, Reactor, Step};
 use crate::proto::body::{BodyError, BodyScanner};
 
@@ -221,6 +224,44 @@ impl Reactor {
             }
         }
         io.release_forwarded();
+
+        // Backend → pipe → client, for a large body relayed as it is.
+        if self.splice && io.to_client.is_empty() && io.ex.resp_parse == io.resp.end {
+            if let RespState::Body(BodyScanner::Length(left)) = &mut io.ex.resp {
+                if io.pipe.is_none() && *left >= splice::SPLICE_MIN {
+                    io.pipe = self.pool.pipe();
+                }
+                if let Some(pipe) = io.pipe.as_mut() {
+                    let backend = splice::End {
+                        fd: be.sock.as_raw_fd(),
+                        ready: &mut be.readable,
+                    };
+                    let client = splice::End {
+                        fd: cl.sock.as_raw_fd(),
+                        ready: &mut cl.writable,
+                    };
+                    match splice::relay(pipe, left, backend, client) {
+                        Relayed::Moved(moved) => progress |= moved,
+                        Relayed::BackendEof => {
+                            io.ex.backend_eof = true;
+                            progress = true;
+                        }
+                        Relayed::BackendError(e) => {
+                            return Pump::BackendFailed(format!("read failed: {e}"))
+                        }
+                        Relayed::ClientGone => return Pump::ClientGone,
+                        Relayed::Unsupported => {
+                            warn!("splice(2) is not supported here: large bodies are copied");
+                            self.splice = false;
+                            io.pipe = None;
+                        }
+                    }
+                    if *left == 0 {
+                        io.ex.resp = RespState::Done;
+                    }
+                }
+            }
+        }
 
         // Backend → proxy.
         if be.readable && !io.ex.resp_done() && !io.ex.backend_eof && io.resp_room() {

@@ -35,6 +35,7 @@ mod filesend;
 mod listener;
 mod outq;
 mod requests;
+mod splice;
 mod timer;
 mod workers;
 
@@ -142,6 +143,9 @@ enum Pump {
 }
 
 pub struct Reactor {
+    /// Large bodies go backend → pipe → client (splice.rs) until the kernel
+    /// says it cannot.
+    splice: bool,
     poll: Poll,
     conns: Slab<Entry>,
     next_gen: u64,
@@ -227,6 +231,7 @@ impl Reactor {
             deferred: Vec::new(),
             deferring: Vec::new(),
             accept_retry: None,
+            splice: true,
             now: Instant::now(),
             worker,
             backend_share,

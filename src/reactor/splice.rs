@@ -1,0 +1,245 @@
+//! Zero-copy relaying of large response bodies: backend socket → pipe →
+//! client socket with `splice(2)`, so the bytes never pass through the
+//! proxy's buffers (nor cost two copies each).
+//!
+//! Used only for a body relayed as it is (`RespState::Body` with a
+//! Content-Length) of at least `SPLICE_MIN` bytes still to come, and only
+//! once everything read into `resp` has been written to the client, so the
+//! head always goes first. The pipe belongs to the client's `ClientIo`: when
+//! the backend has sent its last byte the exchange may end while the pipe
+//! still holds bytes, and the client's own output path (`flush_out`)
+//! drains them, as it does for a file.
+//!
+//! Invariant: `held` is the number of body bytes in the pipe; they are
+//! counted out of the response's Content-Length when they enter it.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Bodies shorter than this are copied through `resp` as usual: for them a
+/// pipe's set-up costs more than the copies it saves.
+pub const SPLICE_MIN: u64 = 64 * 1024;
+
+/// What the pipe is asked to hold; the kernel may give less.
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// Bytes moved per call before letting other connections run (a fast pair
+/// of peers must not hold up the event loop).
+const TURN_BYTES: usize = 4 << 20;
+
+pub struct Pipe {
+    rd: OwnedFd,
+    wr: OwnedFd,
+    cap: usize,
+    /// Body bytes in the pipe, not yet written to the client.
+    pub held: usize,
+}
+
+impl Pipe {
+    pub fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // A larger pipe means fewer calls per body; the system's limit
+        // (/proc/sys/fs/pipe-max-size) may refuse it, and the default will do.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // SAFETY: as above.
+        let cap = unsafe { libc::fcntl(wr.as_raw_fd(), libc::F_GETPIPE_SZ) };
+        Ok(Pipe {
+            rd,
+            wr,
+            cap: usize::try_from(cap).unwrap_or(0).max(4096),
+            held: 0,
+        })
+    }
+
+    /// Moves up to `max` bytes from the socket `from` into the pipe.
+    /// Ok(0) means the socket reached EOF.
+    fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
+        let n = splice(from, self.wr.as_raw_fd(), max.min(self.cap - self.held))?;
+        self.held += n;
+        Ok(n)
+    }
+
+    /// Writes what the pipe holds to the socket `to`.
+    pub fn drain(&mut self, to: RawFd) -> io::Result<usize> {
+        let n = splice(self.rd.as_raw_fd(), to, self.held)?;
+        self.held -= n;
+        Ok(n)
+    }
+}
+
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    loop {
+        // SAFETY: plain descriptors and no offsets (both ends are streams).
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The ends of one relay: a socket and its readiness flag.
+pub struct End<'a> {
+    pub fd: RawFd,
+    pub ready: &'a mut bool,
+}
+
+pub enum Relayed {
+    /// Bytes moved (true) or not (false); `left` is updated.
+    Moved(bool),
+    /// The backend closed before the body was complete.
+    BackendEof,
+    BackendError(io::Error),
+    ClientGone,
+    /// This kernel cannot splice these sockets; nothing was moved.
+    Unsupported,
+}
+
+/// Moves body bytes backend → pipe → client until one side would block,
+/// `left` reaches 0 or a turn's worth has moved.
+pub fn relay(pipe: &mut Pipe, left: &mut u64, backend: End<'_>, client: End<'_>) -> Relayed {
+    let mut moved = 0;
+    loop {
+        let mut step = 0;
+        if *backend.ready && *left > 0 && pipe.held < pipe.cap {
+            let max = usize::try_from(*left).unwrap_or(usize::MAX);
+            match pipe.fill(backend.fd, max) {
+                Ok(0) => return Relayed::BackendEof,
+                Ok(n) => {
+                    *left -= n as u64;
+                    step += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *backend.ready = false,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && moved == 0 => {
+                    return Relayed::Unsupported
+                }
+                Err(e) => return Relayed::BackendError(e),
+            }
+        }
+        if *client.ready && pipe.held > 0 {
+            match pipe.drain(client.fd) {
+                Ok(n) => step += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *client.ready = false,
+                Err(_) => return Relayed::ClientGone,
+            }
+        }
+        moved += step;
+        if step == 0 || moved >= TURN_BYTES {
+            return Relayed::Moved(moved > 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_body_crosses_from_one_socket_to_another_and_no_byte_more() {
+        let (mut backend_peer, backend) = pair();
+        let (client, mut client_peer) = pair();
+        backend.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        backend_peer.write_all(&body).unwrap();
+        backend_peer.write_all(b"NEXT").unwrap(); // not part of this body
+        let mut pipe = Pipe::new().unwrap();
+        let mut left = body.len() as u64;
+        let mut got = Vec::new();
+        let (mut br, mut cw) = (true, true);
+        for _ in 0..10_000 {
+            let r = relay(
+                &mut pipe,
+                &mut left,
+                End {
+                    fd: backend.as_raw_fd(),
+                    ready: &mut br,
+                },
+                End {
+                    fd: client.as_raw_fd(),
+                    ready: &mut cw,
+                },
+            );
+            assert!(matches!(r, Relayed::Moved(_)), "relay failed");
+            client_peer.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = client_peer.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            (br, cw) = (true, true);
+            if left == 0 && pipe.held == 0 && got.len() == body.len() {
+                break;
+            }
+        }
+        assert_eq!(left, 0);
+        assert_eq!(got, body, "the body arrived changed or incomplete");
+        let mut rest = [0u8; 4];
+        (&backend).read_exact(&mut rest).unwrap_or_default();
+        assert_eq!(&rest, b"NEXT", "splice read past the body");
+    }
+
+    #[test]
+    fn a_backend_that_closes_early_is_reported() {
+        let (mut backend_peer, backend) = pair();
+        let (client, _client_peer) = pair();
+        backend.set_nonblocking(true).unwrap();
+        client.set_nonblocking(true).unwrap();
+        backend_peer.write_all(b"short").unwrap();
+        drop(backend_peer);
+        let mut pipe = Pipe::new().unwrap();
+        let mut left = 100_000;
+        let mut cw = true;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "EOF never seen");
+            let mut br = true;
+            let r = relay(
+                &mut pipe,
+                &mut left,
+                End {
+                    fd: backend.as_raw_fd(),
+                    ready: &mut br,
+                },
+                End {
+                    fd: client.as_raw_fd(),
+                    ready: &mut cw,
+                },
+            );
+            if let Relayed::BackendEof = r {
+                break;
+            }
+        }
+        assert_eq!(left, 100_000 - 5);
+    }
+}
