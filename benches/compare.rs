@@ -104,7 +104,9 @@ struct Bench<'a> {
     /// The backend served directly (plain HTTP), shared by HAProxy and nginx.
     app: (ProcId, SocketAddr),
     /// Targets started once for the wrk scenarios.
-    fleet: Vec<(Target, ProcId, SocketAddr)>,
+    /// Each target: its process, the process whose CPU time it spends
+    /// (nginx's worker; none for the backend alone) and its address.
+    fleet: Vec<(Target, ProcId, Option<u32>, SocketAddr)>,
     /// Configurations already printed.
     shown: Vec<&'static str>,
     /// The running nginx's error log, shown when wrk reports errors.
@@ -130,12 +132,12 @@ fn run(opts: &Options) -> Result<bool, String> {
                 .into(),
         );
     }
-    let cpus = lab::choose_cpus();
-    setup::print_header(opts, &tools, nofile, cpus);
+    let cpus = lab::choose_cpus(opts.load_cpus);
+    setup::print_header(opts, &tools, nofile, cpus.as_ref());
     let bins = setup::build()?;
-    if let Some(c) = cpus {
+    if let Some(c) = &cpus {
         // wrk, the backends and the client threads of this harness run here.
-        lab::pin_current_thread(c.load)?;
+        lab::pin_current_thread(&c.load)?;
     }
     let mut lab = Lab::new(cpus)?;
     let app = peers::start_app_http(&mut lab, &bins)?;
@@ -229,10 +231,12 @@ impl Bench<'_> {
     fn start_fleet(&mut self) -> Result<(), String> {
         println!("\n== starting the targets");
         let app_addr = self.app.1;
-        self.fleet.push((Target::Direct, self.app.0, app_addr));
+        self.fleet
+            .push((Target::Direct, self.app.0, None, app_addr));
         let s = peers::start_swiftiply(&mut self.lab, &self.bins, None)?;
         self.show_config("swiftiply", &peers::swiftiply_config());
-        self.fleet.push((Target::Swiftiply, s.proc, s.clients));
+        let pid = self.lab.pid(s.proc);
+        self.fleet.push((Target::Swiftiply, s.proc, pid, s.clients));
         if let Some(hap) = self.tools.haproxy.clone() {
             // Far above the client count: with maxconn barely above
             // 2,000 clients, HAProxy 2.6 fell to a tenth of its rate.
@@ -244,9 +248,11 @@ impl Bench<'_> {
             match peers::start_haproxy(&mut self.lab, &hap, app_addr, plan, None) {
                 Ok(h) => {
                     self.show_config("haproxy", &h.config);
-                    self.fleet.push((Target::Haproxy, h.proc, h.plain));
+                    let pid = self.lab.pid(h.proc);
+                    self.fleet.push((Target::Haproxy, h.proc, pid, h.plain));
                     if let Some(splice) = h.splice {
-                        self.fleet.push((Target::HaproxySplice, h.proc, splice));
+                        self.fleet
+                            .push((Target::HaproxySplice, h.proc, pid, splice));
                     }
                 }
                 Err(e) => println!("SKIPPED: haproxy ({e})"),
@@ -266,12 +272,13 @@ impl Bench<'_> {
                          {} and no cap: it holds one upstream connection per active client",
                         peers::NGINX_KEEPALIVE
                     );
-                    self.fleet.push((Target::Nginx, n.proc, n.addr));
+                    self.fleet
+                        .push((Target::Nginx, n.proc, Some(n.serving_pid), n.addr));
                 }
                 Err(e) => println!("SKIPPED: nginx ({e})"),
             }
         }
-        for &(target, _, addr) in &self.fleet {
+        for &(target, _, _, addr) in &self.fleet {
             for (path, len) in [("/hello", HELLO_BODY), ("/large", LARGE_BODY)] {
                 let r = http::get_once(addr, path, Duration::from_secs(10))
                     .map_err(|e| format!("{}: GET {path}: {e}", target.name()))?;
@@ -319,14 +326,15 @@ impl Bench<'_> {
                 secs,
                 timeout_s,
             };
-            for (target, proc, addr) in self.fleet.clone() {
+            for (target, proc, cpu_pid, addr) in self.fleet.clone() {
                 let wanted = match scenario {
                     Scenario::Small => target != Target::HaproxySplice,
                     Scenario::Queue => !matches!(target, Target::HaproxySplice | Target::Direct),
                     _ => true,
                 };
                 if wanted {
-                    self.measure_wrk(round, scenario, target, proc, addr, path, load)?;
+                    let at = (proc, cpu_pid, addr);
+                    self.measure_wrk(round, scenario, target, at, path, load)?;
                 }
             }
         }
@@ -342,8 +350,7 @@ impl Bench<'_> {
         round: usize,
         scenario: Scenario,
         target: Target,
-        proc: ProcId,
-        addr: SocketAddr,
+        (proc, cpu_pid, addr): (ProcId, Option<u32>, SocketAddr),
         path: &str,
         load: wrk::Load,
     ) -> Result<(), String> {
@@ -358,7 +365,12 @@ impl Bench<'_> {
         );
         let warmed = wrk::run(&mut self.lab, &wrk, &url, warm);
         let overflows_before = lab::listen_overflows();
+        let cpu_before = cpu_pid.and_then(lab::cpu_seconds);
         let measured = warmed.and_then(|_| wrk::run(&mut self.lab, &wrk, &url, load));
+        let cpu_used = cpu_pid
+            .and_then(lab::cpu_seconds)
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         let overflows = lab::listen_overflows()
             .zip(overflows_before)
             .map_or(0, |(after, before)| after.saturating_sub(before));
@@ -386,8 +398,17 @@ impl Bench<'_> {
             );
             r.add(scenario, &report::P50_MS, target, summary.p50_ms);
             r.add(scenario, &report::P99_MS, target, summary.p99_ms);
+            let requests = summary.requests_per_sec * f64::from(load.secs);
+            let cpu = match cpu_used {
+                Some(used) if requests > 0.0 => {
+                    let us = used * 1e6 / requests;
+                    r.add(scenario, &report::CPU_US_PER_REQUEST, target, us);
+                    format!("  proxy CPU {us:.2} µs/request")
+                }
+                _ => String::new(),
+            };
             format!(
-                "{:>9} req/s  p50 {:.3} ms  p99 {:.3} ms",
+                "{:>9} req/s  p50 {:.3} ms  p99 {:.3} ms{cpu}",
                 report::number(summary.requests_per_sec, 0),
                 summary.p50_ms,
                 summary.p99_ms

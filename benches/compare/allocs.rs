@@ -91,7 +91,7 @@ pub fn measure(lab: &Lab) -> Result<Allocs, String> {
         .name("reactor".into())
         .spawn(move || {
             if let Some(cpu) = proxy_cpu {
-                let _ = lab::pin_current_thread(cpu);
+                let _ = lab::pin_current_thread(&cpu);
             }
             let reactor = Config::load(&config)
                 .map_err(|e| e.to_string())

@@ -97,14 +97,16 @@ pub enum Place {
 }
 
 /// The CPUs used for pinning; `None` when fewer than two are available.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Cpus {
     pub proxy: usize,
-    pub load: usize,
+    /// wrk, the backend and this harness's client threads.
+    pub load: Vec<usize>,
 }
 
-/// The first two CPUs this process may run on.
-pub fn choose_cpus() -> Option<Cpus> {
+/// The first CPU this process may run on for the proxy, and up to `load`
+/// of the next ones for the load.
+pub fn choose_cpus(load: usize) -> Option<Cpus> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
     let set = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -117,31 +119,50 @@ pub fn choose_cpus() -> Option<Cpus> {
         // SAFETY: the index is below CPU_SETSIZE.
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
     let proxy = allowed.next()?;
-    let load = allowed.next()?;
+    let load: Vec<usize> = allowed.take(load.max(1)).collect();
+    if load.is_empty() {
+        return None;
+    }
     Some(Cpus { proxy, load })
 }
 
-fn cpu_set(cpu: usize) -> libc::cpu_set_t {
-    // SAFETY: plain data, index below CPU_SETSIZE (it came from the mask).
+fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: plain data, indexes below CPU_SETSIZE (they came from the mask).
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         set
     }
 }
 
 /// Pins the calling thread.
-pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
-    let set = cpu_set(cpu);
+pub fn pin_current_thread(cpus: &[usize]) -> Result<(), String> {
+    let set = cpu_set(cpus);
     // SAFETY: a valid set of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
         return Err(format!(
-            "cannot pin to CPU {cpu}: {}",
+            "cannot pin to CPUs {cpus:?}: {}",
             io::Error::last_os_error()
         ));
     }
     Ok(())
+}
+
+/// CPU time (user + system) `pid` has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14 and stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,10 +199,10 @@ impl Lab {
         })
     }
 
-    pub fn cpu(&self, place: Place) -> Option<usize> {
-        match (self.cpus, place) {
-            (Some(c), Place::Proxy) => Some(c.proxy),
-            (Some(c), Place::Load) => Some(c.load),
+    pub fn cpu(&self, place: Place) -> Option<Vec<usize>> {
+        match (&self.cpus, place) {
+            (Some(c), Place::Proxy) => Some(vec![c.proxy]),
+            (Some(c), Place::Load) => Some(c.load.clone()),
             _ => None,
         }
     }
@@ -203,7 +224,7 @@ impl Lab {
         let err = out
             .try_clone()
             .map_err(|e| format!("cannot duplicate a descriptor: {e}"))?;
-        let set = self.cpu(place).map(cpu_set);
+        let set = self.cpu(place).map(|cpus| cpu_set(&cpus));
         // SAFETY: getpid is always safe.
         let parent = unsafe { libc::getpid() };
         cmd.stdin(Stdio::null())

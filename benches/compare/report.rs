@@ -83,6 +83,13 @@ pub const P99_MS: Metric = Metric {
     decimals: 3,
     ratio: true,
 };
+pub const CPU_US_PER_REQUEST: Metric = Metric {
+    label: "proxy CPU time per request, µs (user + system, from /proc; the cost that \
+            decides throughput once the proxy's CPU is the bottleneck)",
+    higher_is_better: false,
+    decimals: 2,
+    ratio: true,
+};
 pub const GB_PER_SEC: Metric = Metric {
     label: "GB/s (10^9 bytes/s, wrk's Transfer/sec)",
     higher_is_better: true,

@@ -18,7 +18,12 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --secs N           seconds per measurement (default 5; each is preceded by a 1 s warm-up)
   --only LIST        comma list of: small,large,idle,queue,cost (default: all)
   --idle-conns N     idle keep-alive connections per proxy (default 10000)
+  --load-cpus N      CPUs for wrk, the backend and the harness (default 1;
+                     the proxy under test always has one CPU of its own)
   --quick            1 round of 2 s: a smoke check
+
+SWIFTIPLY_BIN and APP_BIN, when both set, name prebuilt programs to measure
+instead of building them.
   --self-test        check the wrk output parser and exit
 
 Needs wrk (Debian: apt-get install wrk). Uses haproxy, nginx (nginx-light) and
@@ -29,6 +34,7 @@ pub struct Options {
     pub secs: u32,
     pub only: Vec<Scenario>,
     pub idle_conns: usize,
+    pub load_cpus: usize,
     /// The arguments as given, for the "command" line.
     pub args: Vec<String>,
 }
@@ -40,6 +46,7 @@ impl Options {
         let mut secs = None;
         let mut only = Scenario::ALL.to_vec();
         let mut idle_conns = 10_000;
+        let mut load_cpus = 1;
         let mut quick = false;
         let mut shown = Vec::new();
         let mut by_cargo_bench = false;
@@ -76,6 +83,7 @@ impl Options {
                     secs = Some(u32::try_from(n).map_err(|_| format!("--secs: {n} is too large"))?);
                 }
                 "--idle-conns" => idle_conns = number(value()?)?,
+                "--load-cpus" => load_cpus = number(value()?)?,
                 "--quick" => quick = true,
                 "--only" => {
                     only = Vec::new();
@@ -120,6 +128,7 @@ impl Options {
             secs: secs.unwrap_or(if quick { 2 } else { 5 }),
             only,
             idle_conns,
+            load_cpus,
             args: shown,
         }))
     }
@@ -148,7 +157,7 @@ impl Tools {
     }
 }
 
-pub fn print_header(opts: &Options, tools: &Tools, nofile: u64, cpus: Option<lab::Cpus>) {
+pub fn print_header(opts: &Options, tools: &Tools, nofile: u64, cpus: Option<&lab::Cpus>) {
     println!("== swiftiply compare: Swiftiply vs HAProxy vs nginx vs the backend directly");
     println!(
         "command: cargo bench --bench compare{}",
@@ -182,7 +191,7 @@ pub fn print_header(opts: &Options, tools: &Tools, nofile: u64, cpus: Option<lab
     println!("machine: {nproc} CPU(s), {cpu_model}, Linux {kernel}");
     match cpus {
         Some(c) => println!(
-            "pinning: the proxy under test on CPU {}; wrk, the backend and this harness on CPU {}",
+            "pinning: the proxy under test on CPU {}; wrk, the backend and this harness on CPU(s) {:?}",
             c.proxy, c.load
         ),
         None => println!("pinning: none (fewer than 2 CPUs available)"),
@@ -248,7 +257,25 @@ fn cargo_program() -> std::ffi::OsString {
 }
 
 /// `cargo build --release --bin swiftiply --example app` (up to 30 min).
+///
+/// `SWIFTIPLY_BIN` and `APP_BIN` name prebuilt programs instead (for a
+/// machine without the toolchain).
 pub fn build() -> Result<Bins, String> {
+    if let (Some(swiftiply), Some(app)) = (
+        std::env::var_os("SWIFTIPLY_BIN"),
+        std::env::var_os("APP_BIN"),
+    ) {
+        let bins = Bins {
+            swiftiply: PathBuf::from(swiftiply),
+            app: PathBuf::from(app),
+        };
+        println!(
+            "\n== prebuilt programs: {} and {}",
+            bins.swiftiply.display(),
+            bins.app.display()
+        );
+        return Ok(bins);
+    }
     println!("\n== building: cargo build --release --bin swiftiply --example app");
     let mut child = Command::new(cargo_program())
         .args([
