@@ -161,8 +161,20 @@ fn a_backend_that_dies_mid_body_cuts_the_client_and_the_proxy_goes_on() {
 #[test]
 fn an_http_1_0_client_gets_a_large_body_and_then_the_close() {
     let p = Proxy::start(&one_section("", ""));
-    let mut b = Backend::connect(p.backend_addr(0), &id12("splice", 6), "");
-    let big = pattern(1024 * 1024 + 1, 6);
+    http_1_0_large_body(&p, 6);
+}
+
+#[test]
+fn with_splice_off_large_bodies_are_copied_and_arrive_the_same() {
+    let p = Proxy::start(&one_section("splice: false", ""));
+    http_1_0_large_body(&p, 7);
+    let out = p.stderr_text();
+    assert!(!out.contains("splice(2) is not supported"), "{out}");
+}
+
+fn http_1_0_large_body(p: &Proxy, n: usize) {
+    let mut b = Backend::connect(p.backend_addr(0), &id12("splice", n), "");
+    let big = pattern(1024 * 1024 + 1, n as u8);
     let served = big.clone();
     let backend = thread::spawn(move || {
         b.expect_request();

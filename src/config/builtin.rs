@@ -63,6 +63,7 @@ pub(super) fn config() -> Config {
         workers: DEFAULT_WORKERS,
         cpu_affinity: false,
         reuseport: false,
+        splice: true,
         sections: vec![SectionConfig {
             incoming: vec!["localhost".into()],
             // A literal socket address always parses.

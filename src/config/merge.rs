@@ -298,6 +298,7 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         workers: raw.workers.map_or(DEFAULT_WORKERS, |w| w.0),
         cpu_affinity: raw.cpu_affinity.is_some_and(|f| f.0),
         reuseport: raw.reuseport.is_some_and(|f| f.0),
+        splice: raw.splice.is_none_or(|f| f.0),
         sections,
     };
     cross_checks::check(&cfg).map_err(err)?;

@@ -79,6 +79,9 @@ pub struct Config {
     /// `reuseport`: SO_REUSEPORT on every listener, so that separately
     /// started processes can share ports.
     pub reuseport: bool,
+    /// `splice`: relay large Content-Length response bodies backend → pipe →
+    /// client with splice(2) instead of copying them (default true).
+    pub splice: bool,
     pub sections: Vec<SectionConfig>,
 }
 

@@ -75,6 +75,7 @@ fn to_value(cfg: &Config) -> Value {
     m.insert(s("workers"), Value::from(cfg.workers as u64));
     m.insert(s("cpu_affinity"), Value::Bool(cfg.cpu_affinity));
     m.insert(s("reuseport"), Value::Bool(cfg.reuseport));
+    m.insert(s("splice"), Value::Bool(cfg.splice));
     let sections = cfg
         .sections
         .iter()

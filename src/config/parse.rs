@@ -36,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     "workers",
     "cpu_affinity",
     "reuseport",
+    "splice",
 ];
 
 const SECTION_KEYS: &[&str] = &[

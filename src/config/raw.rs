@@ -48,6 +48,7 @@ pub(super) struct RawTop {
     pub(super) workers: Option<WorkerCount>,
     pub(super) cpu_affinity: Option<Flag>,
     pub(super) reuseport: Option<Flag>,
+    pub(super) splice: Option<Flag>,
     // Legacy keys: accepted, ignored with an info line.
     pub(super) epoll: Option<IgnoredAny>,
     pub(super) kqueue: Option<IgnoredAny>,

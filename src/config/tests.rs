@@ -646,3 +646,13 @@ fn workers_cpu_affinity_and_reuseport() {
     let e = load_err(&format!("{MINIMAL}reuse_port: true\n"));
     assert!(e.contains("`reuseport`"), "{e}");
 }
+
+#[test]
+fn splice_is_on_unless_turned_off() {
+    assert!(load(MINIMAL).splice);
+    let c = load(&format!("{MINIMAL}splice: false\n"));
+    assert!(!c.splice);
+    assert_eq!(Config::from_yaml_str(&c.to_yaml(), "x").unwrap(), c);
+    let e = load_err(&format!("{MINIMAL}splice: maybe\n"));
+    assert!(e.contains("splice") && e.contains("line 6"), "{e}");
+}

@@ -231,7 +231,7 @@ impl Reactor {
             deferred: Vec::new(),
             deferring: Vec::new(),
             accept_retry: None,
-            splice: true,
+            splice: cfg.splice,
             now: Instant::now(),
             worker,
             backend_share,
