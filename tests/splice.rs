@@ -192,3 +192,88 @@ fn http_1_0_large_body(p: &Proxy, n: usize) {
     );
     backend.join().unwrap();
 }
+
+/// A body sent in bursts with pauses: whatever the proxy wrote with
+/// MSG_MORE / SPLICE_F_MORE while more seemed to be coming must reach the
+/// client during the pause, at once, not when the backend goes on nor when
+/// the kernel's 200 ms cork timer fires. Burst sizes are multiples of the
+/// buffer size (16 KiB) and of the pipe size, where a read fills its buffer
+/// exactly and then finds nothing more.
+fn bursts_reach_the_client_during_pauses(yaml: &str, n: usize) {
+    let p = Proxy::start(yaml);
+    let mut b = Backend::connect(p.backend_addr(0), &id12("burst", n), "");
+    let bursts = [
+        16_384usize,
+        32_768,
+        65_536,
+        16_384,
+        262_144,
+        49_152,
+        524_288,
+        16_384,
+    ];
+    let total: usize = bursts.iter().sum();
+    let body = pattern(total, n as u8);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Instant)>();
+    let served = body.clone();
+    let backend = thread::spawn(move || {
+        b.expect_request();
+        b.write(format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").as_bytes());
+        let mut at = 0;
+        let mut delays = Vec::new();
+        for len in bursts {
+            b.write(&served[at..at + len]);
+            let sent = Instant::now();
+            at += len;
+            // Wait until the client has all of it before sending more.
+            let (got, when) = rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("the client never got the burst ending at {at}"));
+            assert_eq!(got, at);
+            delays.push(when.saturating_duration_since(sent));
+        }
+        delays
+    });
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"GET /bursts HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let head = read_response_head(&mut c.conn)
+        .unwrap()
+        .expect("a response head");
+    assert_eq!(head.status, 200);
+    let mut got = Vec::with_capacity(total);
+    let mut at = 0;
+    for len in bursts {
+        at += len;
+        while got.len() < at {
+            let n = c
+                .conn
+                .read_some(at - got.len(), &mut |s| got.extend_from_slice(s));
+            assert!(matches!(n, Ok(1..)), "read failed or closed: {n:?}");
+        }
+        tx.send((at, Instant::now())).unwrap();
+    }
+    assert!(got == body, "the body arrived changed");
+    let mut delays = backend.join().unwrap();
+    delays.sort();
+    // Bytes held back show as delays of about 200 ms (the kernel's cork
+    // timer), on every burst that ends on a full buffer; a busy machine may
+    // delay one burst as much, not several.
+    let late = delays
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(150))
+        .count();
+    assert!(
+        late <= 1,
+        "{late} bursts reached the client late (sorted delays {delays:?})"
+    );
+}
+
+#[test]
+fn bursts_reach_the_client_during_pauses_when_spliced() {
+    bursts_reach_the_client_during_pauses(&one_section("", ""), 1);
+}
+
+#[test]
+fn bursts_reach_the_client_during_pauses_when_copied() {
+    bursts_reach_the_client_during_pauses(&one_section("splice: false", ""), 2);
+}

@@ -64,6 +64,9 @@ pub struct ClientConn {
     /// The kernel reported the client's FIN or an error: read until EOF
     /// (see `read_into`).
     pub hup: bool,
+    /// The last write asked the kernel to wait for more (MSG_MORE): push
+    /// it with `splice::push` once nothing more is certain to come.
+    pub corked: bool,
     /// The client half-closed after a complete request: read no more.
     pub read_closed: bool,
     pub phase: Phase,
@@ -79,6 +82,7 @@ impl ClientConn {
             readable: false,
             writable: false,
             hup: false,
+            corked: false,
             read_closed: false,
             phase: Phase::Head,
             io: None,
@@ -135,7 +139,7 @@ impl ClientConn {
         }
         let mut n = 0;
         if let Some(pipe) = io.pipe.as_mut().filter(|p| p.held > 0) {
-            match pipe.drain(self.sock.as_raw_fd()) {
+            match pipe.drain(self.sock.as_raw_fd(), false) {
                 Ok(wrote) => n += wrote,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
@@ -146,12 +150,16 @@ impl ClientConn {
             }
         }
         if !io.to_client.is_empty() {
-            let (wrote, state) = if io.file.is_some() {
+            let more = std::mem::take(&mut io.more_soon);
+            let (wrote, state) = if io.file.is_some() || more {
                 io.to_client
                     .flush(MoreFollows(&self.sock), io.resp.bytes())?
             } else {
                 io.to_client.flush(&self.sock, io.resp.bytes())?
             };
+            if wrote > 0 {
+                self.corked = more;
+            }
             n += wrote;
             if let Flushed::Blocked = state {
                 self.writable = false;
@@ -246,6 +254,12 @@ pub struct ClientIo {
     /// Body bytes spliced from the backend, written before `to_client`
     /// (which was empty when they began: see splice.rs).
     pub pipe: Option<Pipe>,
+    /// More of the response is already waiting in the backend's socket and
+    /// is about to be written: send with MSG_MORE, so that the kernel
+    /// sends full segments (fewer, larger packets for the client to take
+    /// in). Only ever set for the write that follows a read which filled
+    /// the buffer; never left set while nothing more is certain to come.
+    pub more_soon: bool,
     pub ex: Exchange,
 }
 
@@ -347,6 +361,7 @@ impl ClientIo {
             to_client: OutQueue::default(),
             file: None,
             pipe: None,
+            more_soon: false,
             ex: Exchange::default(),
         }
     }
@@ -860,6 +875,7 @@ impl IoPool {
             io.to_backend.clear();
             io.to_client.clear();
             io.file = None;
+            io.more_soon = false;
             io.ex = Exchange::default();
             self.free.push(io);
         }

@@ -179,6 +179,7 @@ impl Reactor {
         let mut read_ahead = false;
         let mut progress = false;
         let mut drained = false;
+        let mut filled = false;
 
         // Client → proxy.
         match cl.read_in(&mut self.pool) {
@@ -269,6 +270,7 @@ impl Reactor {
                 ReadOutcome::Data { short } => {
                     progress = true;
                     drained = short && !be.hup;
+                    filled = !short;
                 }
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Eof | ReadOutcome::Error => {
@@ -298,6 +300,7 @@ impl Reactor {
             return Pump::Finished;
         }
         // Proxy → client.
+        io.more_soon = filled && !io.ex.resp_done();
         match cl.flush_out() {
             Ok(n) => progress |= n > 0,
             Err(_) => return Pump::ClientGone,
@@ -319,6 +322,12 @@ impl Reactor {
                 // and no more bytes will come.
                 return Pump::BackendFailed("closed before its response was complete".into());
             }
+        }
+        if cl.corked && !be.readable {
+            // Nothing more is waiting in the backend's socket: send what the
+            // last MSG_MORE write left in the kernel.
+            splice::push(cl.sock.as_raw_fd());
+            cl.corked = false;
         }
         if io.ex.resp_done() && !cl.has_output() {
             return Pump::Finished;

@@ -61,20 +61,23 @@ impl Pipe {
     /// Moves up to `max` bytes from the socket `from` into the pipe.
     /// Ok(0) means the socket reached EOF.
     fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
-        let n = splice(from, self.wr.as_raw_fd(), max.min(self.cap - self.held))?;
+        let n = splice(from, self.wr.as_raw_fd(), max.min(self.cap - self.held), 0)?;
         self.held += n;
         Ok(n)
     }
 
     /// Writes what the pipe holds to the socket `to`.
-    pub fn drain(&mut self, to: RawFd) -> io::Result<usize> {
-        let n = splice(self.rd.as_raw_fd(), to, self.held)?;
+    /// `more`: more body is about to follow (SPLICE_F_MORE: let the kernel
+    /// fill whole segments).
+    pub fn drain(&mut self, to: RawFd, more: bool) -> io::Result<usize> {
+        let flags = if more { libc::SPLICE_F_MORE } else { 0 };
+        let n = splice(self.rd.as_raw_fd(), to, self.held, flags)?;
         self.held -= n;
         Ok(n)
     }
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+fn splice(from: RawFd, to: RawFd, len: usize, flags: libc::c_uint) -> io::Result<usize> {
     loop {
         // SAFETY: plain descriptors and no offsets (both ends are streams).
         let n = unsafe {
@@ -84,7 +87,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
                 to,
                 std::ptr::null_mut(),
                 len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK | flags,
             )
         };
         if n >= 0 {
@@ -118,34 +121,64 @@ pub enum Relayed {
 /// `left` reaches 0 or a turn's worth has moved.
 pub fn relay(pipe: &mut Pipe, left: &mut u64, backend: End<'_>, client: End<'_>) -> Relayed {
     let mut moved = 0;
-    loop {
+    // The last write to the client asked the kernel to wait for more.
+    let mut corked = false;
+    let result = loop {
         let mut step = 0;
+        let mut filled = false;
         if *backend.ready && *left > 0 && pipe.held < pipe.cap {
             let max = usize::try_from(*left).unwrap_or(usize::MAX);
             match pipe.fill(backend.fd, max) {
-                Ok(0) => return Relayed::BackendEof,
+                Ok(0) => break Relayed::BackendEof,
                 Ok(n) => {
                     *left -= n as u64;
                     step += n;
+                    // The pipe is full: the socket may well hold more.
+                    filled = pipe.held == pipe.cap && *left > 0;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => *backend.ready = false,
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && moved == 0 => {
-                    return Relayed::Unsupported
+                    break Relayed::Unsupported;
                 }
-                Err(e) => return Relayed::BackendError(e),
+                Err(e) => break Relayed::BackendError(e),
             }
         }
         if *client.ready && pipe.held > 0 {
-            match pipe.drain(client.fd) {
-                Ok(n) => step += n,
+            match pipe.drain(client.fd, filled) {
+                Ok(n) => {
+                    step += n;
+                    corked = n > 0 && filled;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => *client.ready = false,
                 Err(_) => return Relayed::ClientGone,
             }
         }
         moved += step;
         if step == 0 || moved >= TURN_BYTES {
-            return Relayed::Moved(moved > 0);
+            break Relayed::Moved(moved > 0);
         }
+    };
+    if corked && !*backend.ready {
+        // Nothing more is waiting after all: send what the kernel holds.
+        push(client.fd);
+    }
+    result
+}
+
+/// Makes the kernel send what a MSG_MORE / SPLICE_F_MORE write left
+/// waiting for more (setting TCP_NODELAY pushes pending frames, and it is
+/// already on for every accepted socket).
+pub fn push(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
