@@ -134,6 +134,8 @@ impl ClientConn {
         let Some(io) = self.io.as_mut() else {
             return Ok(0);
         };
+        // Good for this write only, whether or not it happens now.
+        let more = std::mem::take(&mut io.more_soon);
         if !self.writable {
             return Ok(0);
         }
@@ -150,7 +152,6 @@ impl ClientConn {
             }
         }
         if !io.to_client.is_empty() {
-            let more = std::mem::take(&mut io.more_soon);
             let (wrote, state) = if io.file.is_some() || more {
                 io.to_client
                     .flush(MoreFollows(&self.sock), io.resp.bytes())?

@@ -362,6 +362,12 @@ impl Reactor {
         let close = io.ex.close_after || !req_done;
         io.finish();
         let writing = cl.has_output();
+        if cl.corked && !writing {
+            // The last write asked the kernel to wait for more, and no write
+            // follows to release it.
+            splice::push(cl.sock.as_raw_fd());
+            cl.corked = false;
+        }
         if writing {
             // The backend is done; the client finishes receiving on its own.
             cl.phase = Phase::Local { close };
