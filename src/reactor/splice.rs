@@ -195,42 +195,56 @@ mod tests {
         (a, b)
     }
 
-    #[test]
-    fn a_body_crosses_from_one_socket_to_another_and_no_byte_more() {
-        let (mut backend_peer, backend) = pair();
-        let (client, mut client_peer) = pair();
+    /// One `relay` call with both sockets taken as ready (it clears what
+    /// would block).
+    fn relay_ready(
+        pipe: &mut Pipe,
+        left: &mut u64,
+        backend: &TcpStream,
+        client: &TcpStream,
+    ) -> Relayed {
+        let (mut backend_ready, mut client_ready) = (true, true);
+        relay(
+            pipe,
+            left,
+            End {
+                fd: backend.as_raw_fd(),
+                ready: &mut backend_ready,
+            },
+            End {
+                fd: client.as_raw_fd(),
+                ready: &mut client_ready,
+            },
+        )
+    }
+
+    /// (backend's peer, backend, client, client's peer); the proxy's two
+    /// sockets are non-blocking.
+    fn proxy_between() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+        let (backend_peer, backend) = pair();
+        let (client, client_peer) = pair();
         backend.set_nonblocking(true).unwrap();
         client.set_nonblocking(true).unwrap();
+        (backend_peer, backend, client, client_peer)
+    }
+
+    #[test]
+    fn a_body_crosses_from_one_socket_to_another_and_no_byte_more() {
+        let (mut backend_peer, backend, client, mut client_peer) = proxy_between();
+        client_peer.set_nonblocking(true).unwrap();
         let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         backend_peer.write_all(&body).unwrap();
         backend_peer.write_all(b"NEXT").unwrap(); // not part of this body
         let mut pipe = Pipe::new().unwrap();
         let mut left = body.len() as u64;
         let mut got = Vec::new();
-        let (mut br, mut cw) = (true, true);
         for _ in 0..10_000 {
-            let r = relay(
-                &mut pipe,
-                &mut left,
-                End {
-                    fd: backend.as_raw_fd(),
-                    ready: &mut br,
-                },
-                End {
-                    fd: client.as_raw_fd(),
-                    ready: &mut cw,
-                },
-            );
+            let r = relay_ready(&mut pipe, &mut left, &backend, &client);
             assert!(matches!(r, Relayed::Moved(_)), "relay failed");
-            client_peer.set_nonblocking(true).unwrap();
             let mut buf = [0u8; 65536];
-            while let Ok(n) = client_peer.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
+            while let Ok(n @ 1..) = client_peer.read(&mut buf) {
                 got.extend_from_slice(&buf[..n]);
             }
-            (br, cw) = (true, true);
             if left == 0 && pipe.held == 0 && got.len() == body.len() {
                 break;
             }
@@ -244,34 +258,17 @@ mod tests {
 
     #[test]
     fn a_backend_that_closes_early_is_reported() {
-        let (mut backend_peer, backend) = pair();
-        let (client, _client_peer) = pair();
-        backend.set_nonblocking(true).unwrap();
-        client.set_nonblocking(true).unwrap();
+        let (mut backend_peer, backend, client, _client_peer) = proxy_between();
         backend_peer.write_all(b"short").unwrap();
         drop(backend_peer);
         let mut pipe = Pipe::new().unwrap();
         let mut left = 100_000;
-        let mut cw = true;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
+        while !matches!(
+            relay_ready(&mut pipe, &mut left, &backend, &client),
+            Relayed::BackendEof
+        ) {
             assert!(std::time::Instant::now() < deadline, "EOF never seen");
-            let mut br = true;
-            let r = relay(
-                &mut pipe,
-                &mut left,
-                End {
-                    fd: backend.as_raw_fd(),
-                    ready: &mut br,
-                },
-                End {
-                    fd: client.as_raw_fd(),
-                    ready: &mut cw,
-                },
-            );
-            if let Relayed::BackendEof = r {
-                break;
-            }
         }
         assert_eq!(left, 100_000 - 5);
     }
