@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use swiftiply::config::Config;
-use swiftiply::reactor::{current_worker, Workers};
+use swiftiply::reactor::{current_worker, Ended, Workers};
 
 const USAGE: &str = "\
 usage: swiftiply [CONFIG.yml]            run the proxy (built-in default without a file)
@@ -160,9 +160,21 @@ fn main() -> ExitCode {
         eprintln!("swiftiply: {} workers", workers.count());
     }
     eprintln!("swiftiply: ready");
-    // The workers run until one of them fails; then the whole process
-    // stops (the others with it), rather than serve on half-alive.
-    let exit = workers.wait();
-    eprintln!("swiftiply: {exit}");
-    ExitCode::FAILURE
+    // The workers run until a signal stops them, or until one of them
+    // fails; then the whole process stops (the others with it), rather
+    // than serve on half-alive.
+    match workers.wait(path.as_deref()) {
+        Ended::Stopped => {
+            eprintln!("swiftiply: stopped");
+            ExitCode::SUCCESS
+        }
+        Ended::StoppedNow => {
+            eprintln!("swiftiply: stopped at once");
+            ExitCode::SUCCESS
+        }
+        Ended::Failed(exit) => {
+            eprintln!("swiftiply: {exit}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -106,7 +106,7 @@ fn a_new_backend_goes_to_the_worker_with_fewest() {
     drop(leaving);
     assert!(
         p.wait_for_log(
-            &format!("worker {lost}] section 0: a backend connection closed; 1 left"),
+            &format!("worker {lost}] a backend connection closed; 1 left"),
             T
         ),
         "{}",

@@ -17,6 +17,8 @@ pub(super) const DEFAULT_TIMEOUT_S: u64 = 3;
 pub(super) const DEFAULT_HEADER_TIMEOUT_S: u64 = 10;
 pub(super) const DEFAULT_KEEPALIVE_TIMEOUT_S: u64 = 30;
 pub(super) const DEFAULT_BACKEND_TIMEOUT_S: u64 = 60;
+/// `shutdown_timeout`: requests in flight get this long after SIGTERM.
+pub(super) const DEFAULT_SHUTDOWN_TIMEOUT_S: u64 = 30;
 pub(super) const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 5;
 pub(super) const DEFAULT_HEALTH_URI: &str = "/swiftiply_health";
 pub(super) const DEFAULT_LOG_LEVEL: u8 = 2;
@@ -64,6 +66,9 @@ pub(super) fn config() -> Config {
         cpu_affinity: false,
         reuseport: false,
         splice: true,
+        access_log: None,
+        status_uri: None,
+        shutdown_timeout: Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_S),
         sections: vec![SectionConfig {
             incoming: vec!["localhost".into()],
             // A literal socket address always parses.

@@ -15,8 +15,9 @@ use super::addresses::{check_incoming, parse_outgoing};
 use super::builtin::{
     default_cache_extensions, DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEALTH_URI, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_TIMEOUT_S, DEFAULT_WORKERS,
-    MAX_KEY_BYTES, MAX_MAX_HEADER_BYTES, MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_SHUTDOWN_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, MAX_KEY_BYTES, MAX_MAX_HEADER_BYTES,
+    MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
 };
 use super::cross_checks;
 use super::legacy::{logger_legacy, note_legacy, section_legacy, top_legacy};
@@ -209,6 +210,26 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         )));
     }
 
+    let status_uri = raw.status_uri;
+    if let Some(u) = &status_uri {
+        if !u.starts_with('/') || u.contains(char::is_whitespace) || u.contains('?') {
+            return Err(err(format!(
+                "status_uri `{u}` must be a path starting with '/', without spaces or a \
+                 query, e.g. /swiftiply-status"
+            )));
+        }
+        if *u == health_check_uri {
+            return Err(err(format!(
+                "status_uri `{u}` is also the health_check_uri; give them different paths"
+            )));
+        }
+    }
+    if matches!(&raw.access_log, Some(a) if a.trim().is_empty()) {
+        return Err(err(
+            "`access_log` is empty; remove it, or give a file path or `stderr`".into(),
+        ));
+    }
+
     for (name, v) in [("user", &raw.user), ("group", &raw.group)] {
         if matches!(v, Some(s) if s.trim().is_empty()) {
             return Err(err(format!(
@@ -299,6 +320,9 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         cpu_affinity: raw.cpu_affinity.is_some_and(|f| f.0),
         reuseport: raw.reuseport.is_some_and(|f| f.0),
         splice: raw.splice.is_none_or(|f| f.0),
+        access_log: raw.access_log,
+        status_uri,
+        shutdown_timeout: seconds_or(raw.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT_S),
         sections,
     };
     cross_checks::check(&cfg).map_err(err)?;

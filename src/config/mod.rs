@@ -82,6 +82,15 @@ pub struct Config {
     /// `splice`: relay large Content-Length response bodies backend → pipe →
     /// client with splice(2) instead of copying them (default true).
     pub splice: bool,
+    /// `access_log`: a file path, or `stderr`; one line per request
+    /// (`access_log.rs`). Off by default.
+    pub access_log: Option<String>,
+    /// `status_uri`: the path the proxy answers itself with metrics
+    /// (Prometheus text) or the HTML status page. Off by default.
+    pub status_uri: Option<String>,
+    /// `shutdown_timeout`: on SIGTERM/SIGINT, how long requests in flight
+    /// may take to finish before their connections are closed.
+    pub shutdown_timeout: Duration,
     pub sections: Vec<SectionConfig>,
 }
 

@@ -76,6 +76,13 @@ fn to_value(cfg: &Config) -> Value {
     m.insert(s("cpu_affinity"), Value::Bool(cfg.cpu_affinity));
     m.insert(s("reuseport"), Value::Bool(cfg.reuseport));
     m.insert(s("splice"), Value::Bool(cfg.splice));
+    if let Some(a) = &cfg.access_log {
+        m.insert(s("access_log"), s(a));
+    }
+    if let Some(u) = &cfg.status_uri {
+        m.insert(s("status_uri"), s(u));
+    }
+    m.insert(s("shutdown_timeout"), secs(cfg.shutdown_timeout));
     let sections = cfg
         .sections
         .iter()

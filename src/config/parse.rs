@@ -37,6 +37,9 @@ const TOP_KEYS: &[&str] = &[
     "cpu_affinity",
     "reuseport",
     "splice",
+    "access_log",
+    "status_uri",
+    "shutdown_timeout",
 ];
 
 const SECTION_KEYS: &[&str] = &[

@@ -49,6 +49,9 @@ pub(super) struct RawTop {
     pub(super) cpu_affinity: Option<Flag>,
     pub(super) reuseport: Option<Flag>,
     pub(super) splice: Option<Flag>,
+    pub(super) access_log: Option<String>,
+    pub(super) status_uri: Option<String>,
+    pub(super) shutdown_timeout: Option<Secs>,
     // Legacy keys: accepted, ignored with an info line.
     pub(super) epoll: Option<IgnoredAny>,
     pub(super) kqueue: Option<IgnoredAny>,

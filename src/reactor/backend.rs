@@ -34,6 +34,9 @@ pub struct BackendConn {
     pub sock: TcpStream,
     pub peer: SocketAddr,
     pub section: usize,
+    /// The backend listener it came in on (bound address): a reload keeps
+    /// the connection where that address is still configured.
+    pub outgoing: SocketAddr,
     pub id: Option<BackendId>,
     pub state: BackendState,
     pub readable: bool,
@@ -56,11 +59,12 @@ pub enum Unpaired {
 }
 
 impl BackendConn {
-    pub fn new(sock: TcpStream, peer: SocketAddr, section: usize) -> Self {
+    pub fn new(sock: TcpStream, peer: SocketAddr, section: usize, outgoing: SocketAddr) -> Self {
         BackendConn {
             sock,
             peer,
             section,
+            outgoing,
             id: None,
             state: BackendState::Handshake {
                 buf: Box::new([0; handshake::MAX_LEN]),

@@ -4,18 +4,22 @@
 //! client listeners bound with SO_REUSEPORT. Backend connections must not
 //! be: a worker whose clients arrive but whose pool is empty would answer
 //! 503 while another worker's backends sit idle, and the kernel's hash
-//! cannot know. So each section has ONE backend listener, and every worker
-//! registers a duplicate of it in its own epoll; every new backend
-//! connection wakes them all, and the worker with the fewest connections
-//! of that section takes it. A backend connection then belongs to the
+//! cannot know. So each `outgoing` address has ONE backend listener, and
+//! every worker registers a duplicate of it in its own epoll; every new
+//! backend connection wakes them all, and the worker with the fewest
+//! connections from that listener takes it. A backend connection then belongs to the
 //! worker that accepted it, for its whole life.
 //!
-//! The counts live in `BackendShare` (atomics, one per section and worker);
-//! a `BackendSlot` is held by each accepted backend connection, counted from
-//! the accept (handshake included, so a burst is spread while it is still
-//! handshaking) until the connection is dropped.
+//! The counts live in `BackendShare`, one per backend listener (`outgoing`
+//! address), held by every worker's copy of that listener: an atomic count
+//! per worker. A `BackendSlot` is held by each accepted backend connection,
+//! counted from the accept (handshake included, so a burst is spread while
+//! it is still handshaking) until the connection is dropped. Counting per
+//! address rather than per section keeps the counts valid across a reload
+//! that renumbers, merges or splits sections: an address that stays keeps
+//! its listener, its share and its connections.
 //!
-//! The rule. A worker may accept for a section while its count is no
+//! The rule. A worker may accept on a backend listener while its count is no
 //! larger than every other worker's (`may_accept`; ties: anyone may, and an
 //! `EAGAIN` after losing the race is normal). In `listener.rs`, a worker
 //! woken for a backend listener:
@@ -51,50 +55,40 @@ use std::sync::Arc;
 use log::{debug, warn};
 use mio::Waker;
 
-/// Every worker's count of live backend connections, per section, and a
-/// way to wake each worker.
+/// Every worker's count of live backend connections accepted on one
+/// backend listener, and a way to wake each worker.
 pub(super) struct BackendShare {
-    workers: usize,
-    /// `[section * workers + worker]`.
+    /// `counts[w]`: worker `w`'s connections from this listener.
     counts: Box<[AtomicUsize]>,
     /// `wakers[w]` makes worker `w` retry its backend listeners.
-    wakers: Box<[Waker]>,
+    wakers: Arc<[Waker]>,
 }
 
 impl BackendShare {
     /// `wakers[w]` must be registered with worker `w`'s poll under
     /// `WAKE_TOKEN`.
-    pub(super) fn new(sections: usize, wakers: Vec<Waker>) -> BackendShare {
-        let workers = wakers.len();
+    pub(super) fn new(wakers: Arc<[Waker]>) -> BackendShare {
         BackendShare {
-            workers,
-            counts: (0..sections * workers)
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
-            wakers: wakers.into_boxed_slice(),
+            counts: (0..wakers.len()).map(|_| AtomicUsize::new(0)).collect(),
+            wakers,
         }
     }
 
-    fn counts(&self, section: usize) -> &[AtomicUsize] {
-        &self.counts[section * self.workers..(section + 1) * self.workers]
-    }
-
-    /// May `worker` accept a backend connection for `section` now: does it
-    /// have no more of them than any other worker?
-    pub(super) fn may_accept(&self, section: usize, worker: usize) -> bool {
-        let counts = self.counts(section);
-        let mine = counts[worker].load(Ordering::SeqCst);
-        counts
+    /// May `worker` accept a backend connection on this listener now: does
+    /// it have no more of them than any other worker?
+    pub(super) fn may_accept(&self, worker: usize) -> bool {
+        let mine = self.counts[worker].load(Ordering::SeqCst);
+        self.counts
             .iter()
             .enumerate()
             .all(|(w, n)| w == worker || mine <= n.load(Ordering::SeqCst))
     }
 
-    /// `worker` accepted for `section` and now has more than another
-    /// worker: wakes the one with the fewest, which takes over the backlog.
-    pub(super) fn hand_off(&self, section: usize, worker: usize) {
+    /// `worker` accepted and now has more than another worker: wakes the
+    /// one with the fewest, which takes over the backlog.
+    pub(super) fn hand_off(&self, worker: usize) {
         let fewest = self
-            .counts(section)
+            .counts
             .iter()
             .enumerate()
             .filter(|&(w, _)| w != worker)
@@ -112,8 +106,8 @@ impl BackendShare {
     }
 
     #[cfg(test)]
-    fn count(&self, section: usize, worker: usize) -> usize {
-        self.counts(section)[worker].load(Ordering::SeqCst)
+    fn count(&self, worker: usize) -> usize {
+        self.counts[worker].load(Ordering::SeqCst)
     }
 }
 
@@ -121,16 +115,14 @@ impl BackendShare {
 /// connection leaves the slab) gives the count back.
 pub(super) struct BackendSlot {
     share: Arc<BackendShare>,
-    section: usize,
     worker: usize,
 }
 
 impl BackendSlot {
-    pub(super) fn new(share: &Arc<BackendShare>, section: usize, worker: usize) -> BackendSlot {
-        share.counts(section)[worker].fetch_add(1, Ordering::SeqCst);
+    pub(super) fn new(share: &Arc<BackendShare>, worker: usize) -> BackendSlot {
+        share.counts[worker].fetch_add(1, Ordering::SeqCst);
         BackendSlot {
             share: share.clone(),
-            section,
             worker,
         }
     }
@@ -138,12 +130,10 @@ impl BackendSlot {
 
 impl Drop for BackendSlot {
     fn drop(&mut self) {
-        let counts = self.share.counts(self.section);
-        let before = counts[self.worker].fetch_sub(1, Ordering::SeqCst);
+        let before = self.share.counts[self.worker].fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "backend count below zero");
         debug!(
-            "section {}: a backend connection closed; {} left on this worker",
-            self.section,
+            "a backend connection closed; {} left on this worker for its address",
             before.saturating_sub(1)
         );
         // This worker may now be the one with the fewest, while the others
@@ -157,13 +147,13 @@ mod tests {
     use super::*;
     use mio::{Poll, Token};
 
-    fn share(workers: usize, sections: usize) -> (Vec<Poll>, Arc<BackendShare>) {
+    fn wakers(workers: usize) -> (Vec<Poll>, Arc<[Waker]>) {
         let polls: Vec<Poll> = (0..workers).map(|_| Poll::new().unwrap()).collect();
         let wakers = polls
             .iter()
             .map(|p| Waker::new(p.registry(), Token(0)).unwrap())
             .collect();
-        (polls, Arc::new(BackendShare::new(sections, wakers)))
+        (polls, wakers)
     }
 
     fn woken(poll: &mut Poll) -> bool {
@@ -175,29 +165,32 @@ mod tests {
 
     #[test]
     fn the_worker_with_fewest_accepts_and_ties_let_anyone() {
-        let (_polls, s) = share(3, 2);
-        assert!((0..3).all(|w| s.may_accept(0, w)));
-        let a = BackendSlot::new(&s, 0, 0);
-        assert!(!s.may_accept(0, 0) && s.may_accept(0, 1) && s.may_accept(0, 2));
-        // Sections are counted apart.
-        assert!(s.may_accept(1, 0));
-        let b = BackendSlot::new(&s, 0, 1);
-        assert!(!s.may_accept(0, 1) && s.may_accept(0, 2));
-        let _c = BackendSlot::new(&s, 0, 2);
-        assert!((0..3).all(|w| s.may_accept(0, w)));
+        let (_polls, w) = wakers(3);
+        let s = Arc::new(BackendShare::new(w.clone()));
+        let other = Arc::new(BackendShare::new(w));
+        assert!((0..3).all(|w| s.may_accept(w)));
+        let a = BackendSlot::new(&s, 0);
+        assert!(!s.may_accept(0) && s.may_accept(1) && s.may_accept(2));
+        // Listeners are counted apart.
+        assert!(other.may_accept(0));
+        let b = BackendSlot::new(&s, 1);
+        assert!(!s.may_accept(1) && s.may_accept(2));
+        let _c = BackendSlot::new(&s, 2);
+        assert!((0..3).all(|w| s.may_accept(w)));
         drop(a);
         drop(b);
-        assert_eq!((s.count(0, 0), s.count(0, 1), s.count(0, 2)), (0, 0, 1));
-        assert!(s.may_accept(0, 0) && s.may_accept(0, 1) && !s.may_accept(0, 2));
+        assert_eq!((s.count(0), s.count(1), s.count(2)), (0, 0, 1));
+        assert!(s.may_accept(0) && s.may_accept(1) && !s.may_accept(2));
     }
 
     #[test]
     fn a_hand_off_wakes_the_worker_with_fewest_and_a_close_wakes_its_own() {
-        let (mut polls, s) = share(3, 1);
-        let _a = BackendSlot::new(&s, 0, 0);
-        let _b = BackendSlot::new(&s, 0, 0);
-        let c = BackendSlot::new(&s, 0, 1);
-        s.hand_off(0, 0);
+        let (mut polls, w) = wakers(3);
+        let s = Arc::new(BackendShare::new(w));
+        let _a = BackendSlot::new(&s, 0);
+        let _b = BackendSlot::new(&s, 0);
+        let c = BackendSlot::new(&s, 1);
+        s.hand_off(0);
         assert!(!woken(&mut polls[0]) && !woken(&mut polls[1]) && woken(&mut polls[2]));
         drop(c);
         assert!(!woken(&mut polls[0]) && woken(&mut polls[1]) && !woken(&mut polls[2]));

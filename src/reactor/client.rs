@@ -90,6 +90,15 @@ impl ClientConn {
         }
     }
 
+    /// Between requests with nothing received or left to send: closing it
+    /// loses nothing.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Head)
+            && self.io.as_ref().is_none_or(|io| {
+                io.inbuf.is_empty() && io.to_client.is_empty() && io.file.is_none()
+            })
+    }
+
     /// The connection's buffers, taken from the pool on first use.
     pub fn io(&mut self, pool: &mut IoPool) -> &mut ClientIo {
         self.io.get_or_insert_with(|| pool.get())
@@ -850,6 +859,16 @@ impl IoPool {
         }
     }
 
+    /// Buffers handed out from now on have `size` bytes (a reload changed
+    /// `max_header_bytes` or `redeployment_sizelimit`); those in use keep
+    /// theirs until they come back.
+    pub fn resize(&mut self, size: usize) {
+        if size != self.size {
+            self.size = size;
+            self.free.clear();
+        }
+    }
+
     /// An empty pipe for splicing a body, or None if none can be made now.
     pub fn pipe(&mut self) -> Option<Pipe> {
         self.pipes.pop().or_else(|| Pipe::new().ok())
@@ -868,7 +887,8 @@ impl IoPool {
                 self.pipes.push(pipe);
             }
         }
-        if self.free.len() < self.max_free {
+        // After a reload changed the size, older buffers are let go.
+        if self.free.len() < self.max_free && io.inbuf.bytes().len() == self.size {
             io.inbuf.start = 0;
             io.inbuf.end = 0;
             io.resp.start = 0;

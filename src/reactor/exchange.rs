@@ -106,6 +106,10 @@ impl Reactor {
                 None => break,
             }
         }
+        if section >= self.live_sections {
+            self.close_backend(b, Some("its section was removed by a reload"));
+            return;
+        }
         self.sections[section].add_idle_backend(b);
     }
 

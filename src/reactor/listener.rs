@@ -16,13 +16,14 @@ use std::io;
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::backend::BackendConn;
-use super::balance::BackendSlot;
+use super::balance::{BackendShare, BackendSlot};
 use super::client::ClientConn;
 use super::{Conn, Entry, Reactor, ACCEPT_RETRY};
 
@@ -39,8 +40,13 @@ pub(super) enum ListenerKind {
 pub(super) struct Listener {
     pub(super) sock: TcpListener,
     pub(super) kind: ListenerKind,
+    /// The address it is bound to (the port chosen, for port 0): what a
+    /// reload matches to keep a listener (`reload.rs`).
     pub(super) addr: SocketAddr,
     pub(super) paused: bool,
+    /// A backend listener's counts, shared with the other workers' copies
+    /// of it (`balance.rs`); `None` with one worker and for clients.
+    pub(super) share: Option<Arc<BackendShare>>,
 }
 
 impl Listener {
@@ -50,8 +56,16 @@ impl Listener {
             sock: TcpListener::from_std(sock),
             kind,
             paused: false,
+            share: None,
         })
     }
+}
+
+/// Where an accepted backend connection came in, for `add_conn`.
+pub(super) struct BackendDoor {
+    pub(super) section: usize,
+    pub(super) outgoing: SocketAddr,
+    pub(super) share: Option<Arc<BackendShare>>,
 }
 
 /// Opens a listening socket on `addr`: nonblocking, close-on-exec,
@@ -178,16 +192,13 @@ impl Reactor {
         if li >= self.listeners.len() {
             return;
         }
-        let shared = match (&self.listeners[li].kind, &self.backend_share) {
-            (ListenerKind::Backend { section }, Some(share)) => Some((*section, share.clone())),
-            _ => None,
-        };
+        let shared = self.listeners[li].share.clone();
         let mut took = false;
         loop {
-            if let Some((section, share)) = &shared {
-                if !share.may_accept(*section, self.worker) {
+            if let Some(share) = &shared {
+                if !share.may_accept(self.worker) {
                     if took {
-                        share.hand_off(*section, self.worker);
+                        share.hand_off(self.worker);
                     }
                     return;
                 }
@@ -196,9 +207,14 @@ impl Reactor {
             match res {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let kind = match self.listeners[li].kind {
+                    let l = &self.listeners[li];
+                    let kind = match l.kind {
                         ListenerKind::Client => None,
-                        ListenerKind::Backend { section } => Some(section),
+                        ListenerKind::Backend { section } => Some(BackendDoor {
+                            section,
+                            outgoing: l.addr,
+                            share: shared.clone(),
+                        }),
                     };
                     took = true;
                     if let Err(e) = self.add_conn(sock, peer, kind) {
@@ -241,7 +257,7 @@ impl Reactor {
         &mut self,
         mut sock: TcpStream,
         peer: SocketAddr,
-        backend_section: Option<usize>,
+        backend: Option<BackendDoor>,
     ) -> io::Result<()> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -252,21 +268,24 @@ impl Reactor {
         )?;
         self.next_gen += 1;
         let gen = self.next_gen;
-        let (conn, deadline) = match backend_section {
-            None => (
-                Conn::Client(ClientConn::new(sock, peer)),
-                self.limits.header_timeout,
-            ),
-            Some(s) => (
-                Conn::Backend(BackendConn::new(sock, peer, s)),
-                self.limits.handshake_timeout,
-            ),
-        };
         // Counted from the accept on, handshake included, so that a burst of
         // new backends is already spread while they are still handshaking.
-        let share = match (backend_section, &self.backend_share) {
-            (Some(s), Some(share)) => Some(BackendSlot::new(share, s, self.worker)),
-            _ => None,
+        let share = backend
+            .as_ref()
+            .and_then(|d| d.share.as_ref())
+            .map(|share| BackendSlot::new(share, self.worker));
+        let (conn, deadline) = match backend {
+            None => {
+                self.open_clients += 1;
+                (
+                    Conn::Client(ClientConn::new(sock, peer)),
+                    self.limits.header_timeout,
+                )
+            }
+            Some(d) => (
+                Conn::Backend(BackendConn::new(sock, peer, d.section, d.outgoing)),
+                self.limits.handshake_timeout,
+            ),
         };
         let e = entry.insert(Entry {
             gen,

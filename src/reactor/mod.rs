@@ -30,18 +30,21 @@ mod backend;
 mod balance;
 mod buffer;
 mod client;
+mod control;
 mod exchange;
 mod filesend;
 mod listener;
 mod outq;
+mod reload;
 mod requests;
+mod signals;
 mod splice;
 mod timer;
 mod workers;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use log::info;
@@ -52,17 +55,19 @@ use crate::config::Config;
 use crate::router::Router;
 use crate::section::Section;
 use backend::{BackendConn, BackendState};
-use balance::{BackendShare, BackendSlot};
+use balance::BackendSlot;
 use client::{ClientConn, IoPool};
+use control::Command;
 use timer::Timers;
 
 pub use listener::BindError;
 use listener::{Listener, ListenerKind};
-pub use workers::{current_worker, WorkerExit, Workers};
+pub use workers::{current_worker, Bound, Ended, WorkerExit, Workers};
 
 /// Listener tokens live above every slab key.
 const LISTENER_BASE: usize = usize::MAX / 2;
-/// Another worker (or this one) asks for a look at the backend listeners.
+/// The supervisor has commands (`control.rs`), or another worker (or this
+/// one) asks for a look at the backend listeners (`balance.rs`).
 const WAKE_TOKEN: usize = usize::MAX;
 /// How long a closing client may take to stop sending, after an error.
 const LINGER: Duration = Duration::from_secs(2);
@@ -88,6 +93,7 @@ pub struct Stats {
     pub handshakes_refused: u64,
     pub redeploys: u64,
     pub static_files: u64,
+    pub reloads: u64,
 }
 
 /// The limits and timeouts the data path consults, copied out of `Config`.
@@ -100,6 +106,34 @@ struct Limits {
     max_header_bytes: usize,
     max_body_bytes: Option<u64>,
     health_uri: String,
+}
+
+impl Limits {
+    fn of(cfg: &Config) -> Limits {
+        Limits {
+            timeout: cfg.timeout,
+            header_timeout: cfg.header_timeout,
+            keepalive_timeout: cfg.keepalive_timeout,
+            backend_timeout: cfg.backend_timeout,
+            handshake_timeout: cfg.handshake_timeout,
+            max_header_bytes: cfg.max_header_bytes,
+            max_body_bytes: cfg.max_body_bytes,
+            health_uri: cfg.health_check_uri.clone(),
+        }
+    }
+}
+
+/// The size of every pooled buffer: a whole request head, and a whole
+/// request that may have to be replayed to another backend.
+fn buffer_size(cfg: &Config) -> usize {
+    let largest_replay = cfg
+        .sections
+        .iter()
+        .filter(|s| s.redeployable)
+        .map(|s| s.redeployment_sizelimit)
+        .max()
+        .unwrap_or(0);
+    16384.max(cfg.max_header_bytes).max(largest_replay)
 }
 
 enum Conn {
@@ -150,7 +184,12 @@ pub struct Reactor {
     conns: Slab<Entry>,
     next_gen: u64,
     listeners: Vec<Listener>,
+    /// The config's sections, in order (what `router` names), then the
+    /// sections a reload removed while some of their connections were
+    /// still busy (`reload.rs`).
     sections: Vec<Section>,
+    /// How many of `sections` are the config's.
+    live_sections: usize,
     router: Router,
     limits: Limits,
     pool: IoPool,
@@ -165,8 +204,12 @@ pub struct Reactor {
     now: Instant,
     /// This reactor's index among the process's workers (0 with one).
     worker: usize,
-    /// With several workers: whose turn it is to take a backend connection.
-    backend_share: Option<Arc<BackendShare>>,
+    /// Open client connections (for the graceful stop and the metrics).
+    open_clients: usize,
+    /// Commands from the supervisor; `None` for a reactor run on its own.
+    commands: Option<Receiver<Command>>,
+    /// A graceful stop is under way; the loop ends at this deadline.
+    stopping: Option<Instant>,
     /// This worker's own counters (each worker answers the health check
     /// with its own).
     pub stats: Stats,
@@ -177,37 +220,29 @@ impl Reactor {
     /// (whatever `cfg.workers` says; `Workers::start` runs several). Nothing
     /// is accepted until `run`.
     pub fn bind(cfg: &Config) -> Result<Reactor, Box<dyn std::error::Error>> {
-        let listeners = workers::bind_listeners(cfg, 1)?.pop().unwrap_or_default();
-        Reactor::assemble(cfg, Poll::new()?, listeners, 0, None)
+        let listeners = workers::bind_one(cfg)?;
+        Reactor::assemble(cfg, Poll::new()?, listeners, 0)
     }
 
     /// A reactor around listeners that are already bound: registers them
-    /// with `poll` and sets up the sections and pools. `worker` and
-    /// `backend_share` place it among several workers (`workers.rs`).
+    /// with `poll` and sets up the sections and pools. `worker` places it
+    /// among several workers (`workers.rs`).
     fn assemble(
         cfg: &Config,
         poll: Poll,
         mut listeners: Vec<Listener>,
         worker: usize,
-        backend_share: Option<Arc<BackendShare>>,
     ) -> Result<Reactor, Box<dyn std::error::Error>> {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(&mut l.sock, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
-        let largest_replay = cfg
-            .sections
-            .iter()
-            .filter(|s| s.redeployable)
-            .map(|s| s.redeployment_sizelimit)
-            .max()
-            .unwrap_or(0);
-        let buffer_size = 16384.max(cfg.max_header_bytes).max(largest_replay);
         Ok(Reactor {
             poll,
             conns: Slab::with_capacity(1024),
             next_gen: 0,
             listeners,
+            live_sections: cfg.sections.len(),
             router: Router::new(&cfg.sections),
             sections: cfg
                 .sections
@@ -215,17 +250,8 @@ impl Reactor {
                 .cloned()
                 .map(Section::new)
                 .collect::<Result<_, _>>()?,
-            limits: Limits {
-                timeout: cfg.timeout,
-                header_timeout: cfg.header_timeout,
-                keepalive_timeout: cfg.keepalive_timeout,
-                backend_timeout: cfg.backend_timeout,
-                handshake_timeout: cfg.handshake_timeout,
-                max_header_bytes: cfg.max_header_bytes,
-                max_body_bytes: cfg.max_body_bytes,
-                health_uri: cfg.health_check_uri.clone(),
-            },
-            pool: IoPool::new(buffer_size, 4096),
+            limits: Limits::of(cfg),
+            pool: IoPool::new(buffer_size(cfg), 4096),
             timers: Timers::default(),
             pending: Vec::new(),
             deferred: Vec::new(),
@@ -234,7 +260,9 @@ impl Reactor {
             splice: cfg.splice,
             now: Instant::now(),
             worker,
-            backend_share,
+            open_clients: 0,
+            commands: None,
+            stopping: None,
             stats: Stats::default(),
         })
     }
@@ -263,7 +291,10 @@ impl Reactor {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let wake = [self.timers.next_wake(), self.accept_retry]
+            if self.stop_done() {
+                return Ok(());
+            }
+            let wake = [self.timers.next_wake(), self.accept_retry, self.stopping]
                 .into_iter()
                 .flatten()
                 .min();
@@ -306,6 +337,7 @@ impl Reactor {
 
     fn on_event(&mut self, token: usize, readable: bool, writable: bool, hup: bool) {
         if token == WAKE_TOKEN {
+            self.take_commands();
             self.retry_backend_accepts();
             return;
         }

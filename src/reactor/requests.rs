@@ -60,6 +60,10 @@ impl Reactor {
         cl.phase = Phase::Head;
         let buffered = cl.io.as_ref().is_some_and(|io| !io.inbuf.is_empty());
         cl.release_io_if_idle(&mut self.pool);
+        if self.stopping.is_some() && cl.is_idle() {
+            self.close_client(c);
+            return Step::Gone;
+        }
         let after = if buffered {
             self.limits.header_timeout
         } else {
@@ -109,8 +113,12 @@ impl Reactor {
         }
     }
 
-    pub(super) fn on_request(&mut self, c: usize, head: RequestHead) -> Step {
+    pub(super) fn on_request(&mut self, c: usize, mut head: RequestHead) -> Step {
         self.stats.requests += 1;
+        if self.stopping.is_some() {
+            // Stopping: this response is the connection's last, and says so.
+            head.keep_alive = false;
+        }
         let max_body = self.limits.max_body_bytes;
         let health = self.limits.health_uri.as_bytes();
         let router = &self.router;
@@ -369,6 +377,7 @@ impl Reactor {
             debug_assert!(false, "close_client on a backend");
             return;
         };
+        self.open_clients -= 1;
         match cl.phase {
             Phase::Queued { section } => {
                 self.sections[section].remove_waiting(c);

@@ -156,6 +156,8 @@ pub struct Proxy {
     log: SharedLog,
     clients: Vec<SocketAddr>,
     sections: BTreeMap<usize, Vec<SocketAddr>>,
+    /// The test made the proxy exit (`wait_exit`).
+    exit_expected: bool,
 }
 
 fn spawn_line_reader<R: Read + Send + 'static>(r: R, log: SharedLog) {
@@ -326,6 +328,7 @@ impl Proxy {
             log,
             clients,
             sections,
+            exit_expected: false,
         })
     }
 
@@ -402,6 +405,92 @@ impl Proxy {
         }
     }
 
+    /// Sends `signal` (libc::SIGHUP, SIGTERM, ...) to the proxy.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain system call on our own child's pid.
+        let rc = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// How many stderr lines contain `substr`.
+    pub fn log_count(&self, substr: &str) -> usize {
+        self.log
+            .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| l.contains(substr))
+            .count()
+    }
+
+    /// Waits until at least `n` stderr lines contain `substr`.
+    pub fn wait_for_log_count(&self, substr: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.log;
+        let mut st = m.lock().unwrap();
+        loop {
+            let count = st.lines.iter().filter(|l| l.contains(substr)).count();
+            if count >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || st.eof {
+                return false;
+            }
+            st = cv.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Writes `yaml` over the config file and sends SIGHUP; returns once
+    /// the proxy logged that it reloaded (Ok) or kept its old config (Err,
+    /// with the log line).
+    pub fn reload(&self, yaml: &str) -> Result<(), String> {
+        std::fs::write(&self.config_path, yaml).expect("rewrite the config file");
+        let (ok, failed) = (
+            "SIGHUP: reloaded",
+            "still running on the config loaded before",
+        );
+        let (ok0, failed0) = (self.log_count(ok), self.log_count(failed));
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log_count(ok) > ok0 {
+                return Ok(());
+            }
+            if self.log_count(failed) > failed0 {
+                let text = self.stderr_text();
+                let line = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains(failed))
+                    .unwrap_or("");
+                return Err(line.to_string());
+            }
+            self.wait_for_log_count(ok, ok0 + 1, Duration::from_millis(50));
+        }
+        panic!(
+            "no reload outcome logged within 10 s; stderr:\n{}",
+            self.stderr_text()
+        );
+    }
+
+    /// Waits for the proxy to exit (after a signal, say); the exit is then
+    /// expected, not a failure of the test. None at the deadline.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit_expected = true;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Panics (with stderr) if the proxy process has exited.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -425,7 +514,7 @@ impl Drop for Proxy {
                 self.child.id(),
                 self.stderr_text()
             );
-        } else if let Some(status) = exited {
+        } else if let (Some(status), false) = (exited, self.exit_expected) {
             panic!(
                 "swiftiply exited during the test ({status}); stderr:\n{}",
                 self.stderr_text()

@@ -1,0 +1,249 @@
+//! A reload in one worker: the new config replaces the old in place, and
+//! no connection is dropped for it.
+//!
+//! The supervisor (`workers.rs`) has already parsed the file, checked the
+//! sections' directories and bound the new listeners; here the worker:
+//! 1. builds the new sections (hosts, keys, docroots, settings) and router;
+//! 2. keeps the listeners whose address is still configured (a backend
+//!    listener takes the role of the section that now names its address),
+//!    closes the others and adds the new ones;
+//! 3. moves every backend connection to the section that now has the
+//!    `outgoing` address it came in on: idle ones join that section's idle
+//!    queue in their old order, busy ones go on with their request. A
+//!    backend whose address is gone is closed at once when idle; when busy,
+//!    its section is kept as a *retired* section (after the config's ones,
+//!    not routable) until it has served its request and any still waiting
+//!    in that retired section, then it is closed;
+//! 4. moves waiting requests to the new section that took over their old
+//!    section's address (old order kept); waiting requests of a section
+//!    whose addresses are all gone stay in its retired section, still
+//!    served by its busy backends;
+//! 5. pairs idle backends with waiting requests wherever a section now has
+//!    both (two old sections merged into one, for example).
+//!
+//! Requests in flight keep their backend and finish. A retired section is
+//! dropped at the next reload once no connection refers to it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use log::{error, info};
+use mio::{Interest, Token};
+
+use super::client::Phase;
+use super::control::ReloadPlan;
+use super::listener::ListenerKind;
+use super::LISTENER_BASE;
+use super::{backend_in, buffer_size, client_in, BackendState, Conn, Limits, Reactor};
+use crate::router::Router;
+use crate::section::Section;
+
+impl Reactor {
+    pub(super) fn reload(&mut self, plan: ReloadPlan) {
+        let ReloadPlan { cfg, keep, added } = plan;
+        let mut fresh = Vec::with_capacity(cfg.sections.len());
+        for s in &cfg.sections {
+            match Section::new(s.clone()) {
+                Ok(s) => fresh.push(s),
+                Err(e) => {
+                    // The supervisor opened the same directories a moment
+                    // ago; one vanished since.
+                    error!("reload: {e}; this worker keeps the config loaded before");
+                    return;
+                }
+            }
+        }
+        let live = fresh.len();
+
+        // Listeners. The old sections' backend addresses are noted first:
+        // they say where each old section's waiting requests go.
+        let mut old_addrs: Vec<Vec<SocketAddr>> = vec![Vec::new(); self.sections.len()];
+        for l in &self.listeners {
+            if let ListenerKind::Backend { section } = l.kind {
+                if let Some(a) = old_addrs.get_mut(section) {
+                    a.push(l.addr);
+                }
+            }
+        }
+        let mut listeners = Vec::with_capacity(keep.len() + added.len());
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l.sock);
+            match keep.iter().find(|(a, _)| *a == l.addr) {
+                Some((_, role)) => {
+                    l.kind = match role {
+                        Some(section) => ListenerKind::Backend { section: *section },
+                        None => ListenerKind::Client,
+                    };
+                    listeners.push(l);
+                }
+                None => info!("reload: no longer listening on {}", l.addr),
+            }
+        }
+        for l in added {
+            info!("reload: now listening on {}", l.addr);
+            listeners.push(l);
+        }
+        if self.stopping.is_some() {
+            listeners.clear();
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            if let Err(e) = self.poll.registry().register(
+                &mut l.sock,
+                Token(LISTENER_BASE + i),
+                Interest::READABLE,
+            ) {
+                error!("reload: cannot watch the listener on {}: {e}", l.addr);
+            }
+        }
+        let section_of: HashMap<SocketAddr, usize> = listeners
+            .iter()
+            .filter_map(|l| match l.kind {
+                ListenerKind::Backend { section } => Some((l.addr, section)),
+                ListenerKind::Client => None,
+            })
+            .collect();
+        self.listeners = listeners;
+        let successor: Vec<Option<usize>> = old_addrs
+            .iter()
+            .map(|addrs| addrs.iter().find_map(|a| section_of.get(a).copied()))
+            .collect();
+
+        let mut old = std::mem::take(&mut self.sections);
+
+        // Idle backends, in their old order.
+        let mut gone = Vec::new();
+        for s in &mut old {
+            while let Some(b) = s.take_idle_backend() {
+                let Some(be) = backend_in(&mut self.conns, b) else {
+                    continue;
+                };
+                match section_of.get(&be.outgoing) {
+                    Some(&j) => {
+                        be.section = j;
+                        fresh[j].add_idle_backend(b);
+                    }
+                    None => gone.push((b, s.name.clone())),
+                }
+            }
+        }
+        // Retired sections get the indices after the config's, in the
+        // order they are first needed.
+        let mut retired: Vec<usize> = Vec::new();
+        let retire = |old_section: usize, retired: &mut Vec<usize>| match retired
+            .iter()
+            .position(|&r| r == old_section)
+        {
+            Some(p) => live + p,
+            None => {
+                retired.push(old_section);
+                live + retired.len() - 1
+            }
+        };
+        // Waiting requests, in their order: to the successor section, or
+        // kept in their own, retired.
+        let mut queue = Vec::new();
+        for (i, s) in old.iter_mut().enumerate() {
+            if s.waiting_count() == 0 {
+                continue;
+            }
+            let to = match successor[i] {
+                Some(j) => j,
+                None => retire(i, &mut retired),
+            };
+            while let Some(c) = s.take_waiting() {
+                queue.push(c);
+            }
+            for c in queue.drain(..) {
+                if let Some(cl) = client_in(&mut self.conns, c) {
+                    cl.phase = Phase::Queued { section: to };
+                    match successor[i] {
+                        Some(j) => fresh[j].enqueue(c),
+                        None => s.enqueue(c),
+                    }
+                }
+            }
+        }
+
+        // Busy and handshaking backends, then the clients they serve.
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for &k in &keys {
+            let Some(Conn::Backend(be)) = self.conns.get_mut(k).map(|e| &mut e.conn) else {
+                continue;
+            };
+            match (&be.state, section_of.get(&be.outgoing)) {
+                (BackendState::Idle, _) => {} // placed above
+                (_, Some(&j)) => be.section = j,
+                (BackendState::Handshake { .. }, None) => gone.push((
+                    k,
+                    old.get(be.section)
+                        .map_or(String::new(), |s| s.name.clone()),
+                )),
+                (BackendState::Busy { .. }, None) => be.section = retire(be.section, &mut retired),
+            }
+        }
+        for &k in &keys {
+            let Some(Conn::Client(cl)) = self.conns.get(k).map(|e| &e.conn) else {
+                continue;
+            };
+            let Phase::Proxying { backend, .. } = cl.phase else {
+                continue;
+            };
+            let Some(section) = backend_in(&mut self.conns, backend).map(|be| be.section) else {
+                continue;
+            };
+            if let Some(cl) = client_in(&mut self.conns, k) {
+                if let Phase::Proxying { section: s, .. } = &mut cl.phase {
+                    *s = section;
+                }
+            }
+        }
+        let mut old: Vec<Option<Section>> = old.into_iter().map(Some).collect();
+        for &r in &retired {
+            let Some(s) = old[r].take() else { continue };
+            info!(
+                "reload: section {} was removed; its busy backends finish their requests first",
+                s.name
+            );
+            fresh.push(s);
+        }
+
+        self.sections = fresh;
+        self.live_sections = live;
+        self.router = Router::new(&cfg.sections);
+        self.limits = Limits::of(&cfg);
+        self.splice = cfg.splice;
+        self.pool.resize(buffer_size(&cfg));
+        for (b, section) in gone {
+            self.drop_backend(b, &section, "its outgoing address was removed by a reload");
+        }
+        // A section that now has both idle backends and waiting requests.
+        for j in 0..live {
+            while self.sections[j].idle_count() > 0 && self.sections[j].waiting_count() > 0 {
+                match self.sections[j].take_idle_backend() {
+                    Some(b) => self.backend_ready(b),
+                    None => break,
+                }
+            }
+        }
+        self.stats.reloads += 1;
+        info!(
+            "reload: {} sections, {} listeners",
+            live,
+            self.listeners.len()
+        );
+    }
+
+    /// Closes a backend connection that no section has any more (its
+    /// section index is stale, so `close_backend` cannot be used).
+    fn drop_backend(&mut self, b: usize, section: &str, why: &str) {
+        let Some(e) = self.conns.try_remove(b) else {
+            return;
+        };
+        if let Conn::Backend(be) = e.conn {
+            if be.id.is_some() {
+                self.stats.backends_left += 1;
+                info!("backend {} left section {section} ({why})", be.label());
+            }
+        }
+    }
+}
