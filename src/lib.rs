@@ -9,7 +9,10 @@
 //!   per connection), also able to serve plain HTTP.
 //! - `bridge`: `swiftiply-bridge`, which puts an ordinary HTTP/1.1 server
 //!   behind the proxy (a backend that forwards to it over a keep-alive pool).
+//! - `access_log`: one line per finished request (`access_log: PATH|stderr`),
+//!   formatted into a buffer and written in batches of whole lines.
 
+pub mod access_log;
 pub mod backend;
 pub mod bridge;
 pub mod config;
