@@ -5,6 +5,8 @@
 //!   body framing, packet mode, the proxy's own responses).
 //! - `reactor`: the mio event loop that moves bytes between sockets.
 //! - `section`, `router`: sites with their queues and idle backends; Host routing.
+//! - `status`: the status endpoint's snapshot, rendered as Prometheus text or
+//!   an HTML page.
 //! - `backend`: a library for writing backends in Rust (blocking, one thread
 //!   per connection), also able to serve plain HTTP.
 //! - `bridge`: `swiftiply-bridge`, which puts an ordinary HTTP/1.1 server
@@ -21,3 +23,4 @@ pub mod reactor;
 pub mod router;
 pub mod section;
 pub mod static_files;
+pub mod status;

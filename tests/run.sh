@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Swiftiply's whole test suite on a fresh machine.
 # Installs what the tests need when it is missing (a C linker for cargo,
-# curl, Ruby with rack for tests/rack.rs), then runs every unit and
-# end-to-end test.
+# curl, Ruby with rack for tests/rack.rs, Chromium for tests/status_page.rs),
+# then runs every unit and end-to-end test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if ! command -v ruby >/dev/null 2>&1 || ! ruby -e 'require "rack"' >/dev/null 2>&1; then
   need_apt+=(ruby ruby-rack)
 fi
+# tests/status_page.rs renders the status page in headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

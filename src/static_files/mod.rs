@@ -36,7 +36,7 @@ use std::time::SystemTime;
 
 mod conditional;
 mod head;
-mod httpdate;
+pub(crate) mod httpdate;
 mod mime;
 mod resolve;
 #[cfg(test)]
