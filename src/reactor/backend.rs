@@ -45,6 +45,10 @@ pub struct BackendConn {
     /// `client::read_into`).
     pub hup: bool,
     pub timer: TimerSlot,
+    /// Requests it has served (for the status page).
+    pub served: u64,
+    /// When it connected, Unix seconds.
+    pub since: u64,
 }
 
 /// What reading a backend that is not busy found.
@@ -74,6 +78,10 @@ impl BackendConn {
             writable: false,
             hup: false,
             timer: TimerSlot::default(),
+            served: 0,
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         }
     }
 

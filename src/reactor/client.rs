@@ -34,6 +34,7 @@ use super::buffer::Buf;
 use super::filesend::{FileSend, MoreFollows, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
 use super::splice::Pipe;
+use super::tally::Tally;
 use super::timer::TimerSlot;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
 use crate::proto::line_end;
@@ -72,6 +73,11 @@ pub struct ClientConn {
     pub phase: Phase,
     pub io: Option<Box<ClientIo>>,
     pub timer: TimerSlot,
+    /// Bytes read from / written to this client so far.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The request it is on, for the metrics and the access log.
+    pub tally: Tally,
 }
 
 impl ClientConn {
@@ -87,6 +93,9 @@ impl ClientConn {
             phase: Phase::Head,
             io: None,
             timer: TimerSlot::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+            tally: Tally::new(),
         }
     }
 
@@ -95,7 +104,10 @@ impl ClientConn {
     pub fn is_idle(&self) -> bool {
         matches!(self.phase, Phase::Head)
             && self.io.as_ref().is_none_or(|io| {
-                io.inbuf.is_empty() && io.to_client.is_empty() && io.file.is_none()
+                io.inbuf.is_empty()
+                    && io.to_client.is_empty()
+                    && io.file.is_none()
+                    && io.owned.is_empty()
             })
     }
 
@@ -111,6 +123,7 @@ impl ClientConn {
                 && io.to_client.is_empty()
                 && io.to_backend.is_empty()
                 && io.file.is_none()
+                && io.owned.is_empty()
                 && io.pipe.as_ref().is_none_or(|p| p.held == 0)
             {
                 if let Some(io) = self.io.take() {
@@ -134,12 +147,21 @@ impl ClientConn {
         if !io.inbuf.has_spare() {
             return ReadOutcome::Full;
         }
-        read_into(&self.sock, &mut io.inbuf, &mut self.readable)
+        let before = io.inbuf.end;
+        let outcome = read_into(&self.sock, &mut io.inbuf, &mut self.readable);
+        self.bytes_in += (io.inbuf.end - before) as u64;
+        outcome
     }
 
     /// Writes what is queued for the client, then any file body with
     /// `sendfile`. Err: the client is gone.
     pub fn flush_out(&mut self) -> io::Result<usize> {
+        let n = self.write_out()?;
+        self.bytes_out += n as u64;
+        Ok(n)
+    }
+
+    fn write_out(&mut self) -> io::Result<usize> {
         let Some(io) = self.io.as_mut() else {
             return Ok(0);
         };
@@ -186,6 +208,21 @@ impl ClientConn {
                 io.resp.start = first;
             }
         }
+        if self.writable && io.to_client.is_empty() && !io.owned.is_empty() {
+            match (&self.sock).write(&io.owned[io.owned_sent..]) {
+                Ok(wrote) => {
+                    n += wrote;
+                    io.owned_sent += wrote;
+                    if io.owned_sent == io.owned.len() {
+                        io.owned.clear();
+                        io.owned_sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         if self.writable && io.to_client.is_empty() {
             if let Some(f) = io.file.as_mut() {
                 let before = f.left;
@@ -206,6 +243,7 @@ impl ClientConn {
         self.io.as_ref().is_some_and(|io| {
             !io.to_client.is_empty()
                 || io.file.is_some()
+                || !io.owned.is_empty()
                 || io.pipe.as_ref().is_some_and(|p| p.held > 0)
         })
     }
@@ -270,6 +308,10 @@ pub struct ClientIo {
     /// in). Only ever set for the write that follows a read which filled
     /// the buffer; never left set while nothing more is certain to come.
     pub more_soon: bool,
+    /// A response the proxy made whole in memory (the status page),
+    /// written after `to_client`; `owned_sent` bytes of it are written.
+    pub owned: Vec<u8>,
+    pub owned_sent: usize,
     pub ex: Exchange,
 }
 
@@ -290,6 +332,8 @@ pub struct Exchange {
     pub resp_parse: usize,
     /// Some response byte was queued for the client.
     pub started: bool,
+    /// The status the client is sent (0 until the response head is known).
+    pub status: u16,
     pub close_after: bool,
     /// The backend sent bytes past the end of its response.
     pub backend_extra: bool,
@@ -372,6 +416,8 @@ impl ClientIo {
             file: None,
             pipe: None,
             more_soon: false,
+            owned: Vec::new(),
+            owned_sent: 0,
             ex: Exchange::default(),
         }
     }
@@ -512,9 +558,13 @@ impl ClientIo {
                                         minor,
                                         keep,
                                     };
-                                    answer.queue(q, data, file, &ex.saved_conditions)
+                                    let (send, status) =
+                                        answer.queue(q, data, file, &ex.saved_conditions);
+                                    ex.status = status;
+                                    send
                                 }
                                 None => {
+                                    ex.status = 404;
                                     queue_not_found(
                                         q,
                                         &data[start + v.start..start + v.end],
@@ -546,6 +596,7 @@ impl ClientIo {
                         }
                     }
                     let plan = response::plan(&h, minor, keep_alive && body_seen);
+                    ex.status = h.status;
                     for r in h.kept_ranges(&plan) {
                         q.push_buf(start + r.start..start + r.end);
                     }
@@ -728,7 +779,7 @@ impl FileAnswer<'_> {
         data: &[u8],
         file: static_files::FoundFile,
         cond: &SavedConditions,
-    ) -> Option<FileSend> {
+    ) -> (Option<FileSend>, u16) {
         let plan = static_files::plan(&file, &cond.conditions(), self.is_head);
         let mut entity = [0u8; static_files::ENTITY_HEADERS_MAX];
         let entity_len = static_files::write_entity_headers(&file, &plan, &mut entity).unwrap_or(0);
@@ -758,11 +809,17 @@ impl FileAnswer<'_> {
         q.push_scratch(&entity[..entity_len]);
         q.push_static(connection_line(self.minor, self.keep).as_bytes());
         q.push_static(b"\r\n");
-        plan.body.map(|(offset, left)| FileSend {
+        let status = if own_status.is_some() {
+            plan.status
+        } else {
+            self.head.status
+        };
+        let send = plan.body.map(|(offset, left)| FileSend {
             file: file.file,
             offset,
             left,
-        })
+        });
+        (send, status)
     }
 }
 
@@ -897,6 +954,8 @@ impl IoPool {
             io.to_client.clear();
             io.file = None;
             io.more_soon = false;
+            io.owned.clear();
+            io.owned_sent = 0;
             io.ex = Exchange::default();
             self.free.push(io);
         }

@@ -24,6 +24,7 @@ use log::{info, warn};
 use super::client::Phase;
 use super::listener::Listener;
 use super::{Conn, Reactor};
+use crate::access_log::{AccessLog, Termination};
 use crate::config::Config;
 
 pub(super) enum Command {
@@ -116,7 +117,7 @@ impl Reactor {
 
     /// During a stop: whether the loop is done (no client left, or the
     /// deadline passed; what is left is then closed with the reactor).
-    pub(super) fn stop_done(&self) -> bool {
+    pub(super) fn stop_done(&mut self) -> bool {
         let Some(deadline) = self.stopping else {
             return false;
         };
@@ -134,10 +135,43 @@ impl Reactor {
                 "shutdown_timeout passed: closing {} client connections ({queued} still queued)",
                 self.open_clients
             );
+            let clients: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, e)| matches!(e.conn, Conn::Client(_)))
+                .map(|(k, _)| k)
+                .collect();
+            for c in clients {
+                self.close_tally(c, Termination::Shutdown);
+            }
+            if let Some(log) = self.access_log.as_mut() {
+                log.flush();
+            }
             return true;
         }
         false
     }
 
-    fn reopen_access_log(&mut self) {}
+    fn reopen_access_log(&mut self) {
+        if let Some(log) = self.access_log.as_mut() {
+            if let Err(e) = log.reopen() {
+                warn!("SIGUSR1: {e}; still writing to the old file");
+            }
+        }
+    }
+
+    /// A reload changed `access_log`: open the new one (keeping the old one
+    /// if it cannot be opened) or stop logging.
+    pub(super) fn switch_access_log(&mut self, spec: Option<&str>, old: Option<&str>) {
+        if spec == old {
+            return;
+        }
+        match spec {
+            None => self.access_log = None,
+            Some(s) => match AccessLog::open(s) {
+                Ok(log) => self.access_log = Some(log),
+                Err(e) => warn!("reload: {e}; the access log stays as it was"),
+            },
+        }
+    }
 }

@@ -14,6 +14,7 @@ use super::backend::{BackendState, Unpaired};
 use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
 use super::splice::{self, Relayed};
 use super::{backend_in, client_in, outq, Conn, Pump, Reactor, Step};
+use crate::access_log::Termination;
 use crate::proto::body::{BodyError, BodyScanner};
 
 impl Reactor {
@@ -37,9 +38,12 @@ impl Reactor {
     }
 
     pub(super) fn pair(&mut self, c: usize, b: usize, section: usize) {
+        let mut id = None;
         if let Some(be) = backend_in(&mut self.conns, b) {
             be.state = BackendState::Busy { client: c };
+            id = be.id;
         }
+        self.tally_paired(c, section, id);
         if let Some(cl) = client_in(&mut self.conns, c) {
             cl.phase = Phase::Proxying {
                 section,
@@ -58,6 +62,7 @@ impl Reactor {
             Unpaired::Wait => {}
             Unpaired::Joined => {
                 self.stats.backends_joined += 1;
+                self.sections[section].stats.backends_joined += 1;
                 let (id, peer) = (be.label().to_string(), be.peer);
                 info!(
                     "backend {id} joined section {} from {peer}",
@@ -68,6 +73,7 @@ impl Reactor {
             }
             Unpaired::Refused(why) => {
                 self.stats.handshakes_refused += 1;
+                self.sections[section].stats.handshakes_refused += 1;
                 let peer = be.peer;
                 info!(
                     "refused a backend handshake from {peer} for section {}: {why}",
@@ -121,12 +127,14 @@ impl Reactor {
             debug_assert!(false, "close_backend on a client");
             return;
         };
+        self.open_backends -= 1;
         let section = &mut self.sections[be.section];
         if let BackendState::Idle = be.state {
             section.remove_idle_backend(b);
         }
         if be.id.is_some() {
             self.stats.backends_left += 1;
+            section.stats.backends_left += 1;
             info!(
                 "backend {} left section {} ({})",
                 be.label(),
@@ -157,9 +165,13 @@ impl Reactor {
             Pump::BackendFailed(why) => self.backend_failed(c, section, b, &why),
             Pump::BadRequest(status, why) => {
                 self.close_backend(b, Some("its request was refused mid-way"));
-                let started = client_in(&mut self.conns, c)
-                    .and_then(|cl| cl.io.as_ref())
-                    .is_some_and(|io| io.ex.started);
+                let started = client_in(&mut self.conns, c).is_some_and(|cl| {
+                    let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
+                    if started {
+                        cl.tally.end_as(Termination::BadRequest);
+                    }
+                    started
+                });
                 if started {
                     self.close_client(c);
                     return Step::Gone;
@@ -237,6 +249,7 @@ impl Reactor {
                     io.pipe = self.pool.pipe();
                 }
                 if let Some(pipe) = io.pipe.as_mut() {
+                    let before = *left + pipe.held as u64;
                     let backend = splice::End {
                         fd: be.sock.as_raw_fd(),
                         ready: &mut be.readable,
@@ -245,7 +258,10 @@ impl Reactor {
                         fd: cl.sock.as_raw_fd(),
                         ready: &mut cl.writable,
                     };
-                    match splice::relay(pipe, left, backend, client) {
+                    let relayed = splice::relay(pipe, left, backend, client);
+                    // What left the pipe went to the client.
+                    cl.bytes_out += before - (*left + pipe.held as u64);
+                    match relayed {
                         Relayed::Moved(moved) => progress |= moved,
                         Relayed::BackendEof => {
                             io.ex.backend_eof = true;
@@ -364,6 +380,8 @@ impl Reactor {
             "answered before its request was complete"
         };
         let close = io.ex.close_after || !req_done;
+        cl.tally.status = io.ex.status;
+        cl.tally.end_as(Termination::Ok);
         io.finish();
         let writing = cl.has_output();
         if cl.corked && !writing {
@@ -375,6 +393,10 @@ impl Reactor {
         if writing {
             // The backend is done; the client finishes receiving on its own.
             cl.phase = Phase::Local { close };
+        }
+        self.tally_backend_done(c);
+        if let Some(be) = backend_in(&mut self.conns, b) {
+            be.served += 1;
         }
         if backend_ok {
             self.backend_ready(b);
@@ -403,6 +425,8 @@ impl Reactor {
         };
         if io.ex.started {
             // Response bytes already went out: the client must see a cut.
+            cl.tally.status = io.ex.status;
+            cl.tally.end_as(Termination::BackendFailed);
             let _ = cl.flush_out();
             self.close_client(c);
             return Step::Gone;
@@ -414,6 +438,7 @@ impl Reactor {
             io.resp.start = 0;
             io.resp.end = 0;
             self.stats.redeploys += 1;
+            self.sections[section].stats.redeploys += 1;
             info!(
                 "redeploying a request of section {} to another backend",
                 self.sections[section].name

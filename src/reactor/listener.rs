@@ -282,10 +282,13 @@ impl Reactor {
                     self.limits.header_timeout,
                 )
             }
-            Some(d) => (
-                Conn::Backend(BackendConn::new(sock, peer, d.section, d.outgoing)),
-                self.limits.handshake_timeout,
-            ),
+            Some(d) => {
+                self.open_backends += 1;
+                (
+                    Conn::Backend(BackendConn::new(sock, peer, d.section, d.outgoing)),
+                    self.limits.handshake_timeout,
+                )
+            }
         };
         let e = entry.insert(Entry {
             gen,

@@ -34,26 +34,31 @@ mod control;
 mod exchange;
 mod filesend;
 mod listener;
+mod metrics;
 mod outq;
 mod reload;
 mod requests;
 mod signals;
 mod splice;
+mod tally;
 mod timer;
 mod workers;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::info;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::router::Router;
 use crate::section::Section;
+use crate::status::StatusClasses;
 use backend::{BackendConn, BackendState};
 use balance::BackendSlot;
 use client::{ClientConn, IoPool};
@@ -106,6 +111,8 @@ struct Limits {
     max_header_bytes: usize,
     max_body_bytes: Option<u64>,
     health_uri: String,
+    /// `status_uri`: metrics and the status page (`metrics.rs`).
+    status_uri: Option<String>,
 }
 
 impl Limits {
@@ -119,6 +126,7 @@ impl Limits {
             max_header_bytes: cfg.max_header_bytes,
             max_body_bytes: cfg.max_body_bytes,
             health_uri: cfg.health_check_uri.clone(),
+            status_uri: cfg.status_uri.clone(),
         }
     }
 }
@@ -210,6 +218,23 @@ pub struct Reactor {
     commands: Option<Receiver<Command>>,
     /// A graceful stop is under way; the loop ends at this deadline.
     stopping: Option<Instant>,
+    /// `access_log`: one line per request, written once per loop turn.
+    access_log: Option<AccessLog>,
+    /// The `access_log` setting it was opened from.
+    access_log_spec: Option<String>,
+    /// Responses given before a section was chosen (`tally.rs`).
+    unrouted: StatusClasses,
+    /// Bytes read from / written to clients, for finished requests.
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Open backend connections (any state).
+    open_backends: usize,
+    /// How many workers the process runs (for the status page).
+    workers: usize,
+    /// With several workers and `status_uri`: where each worker publishes
+    /// its figures for the others' status pages, and when next.
+    board: Option<Arc<metrics::Board>>,
+    next_publish: Option<Instant>,
     /// This worker's own counters (each worker answers the health check
     /// with its own).
     pub stats: Stats,
@@ -263,6 +288,15 @@ impl Reactor {
             open_clients: 0,
             commands: None,
             stopping: None,
+            access_log: cfg.access_log.as_deref().map(AccessLog::open).transpose()?,
+            access_log_spec: cfg.access_log.clone(),
+            unrouted: StatusClasses::default(),
+            bytes_in: 0,
+            bytes_out: 0,
+            open_backends: 0,
+            workers: cfg.workers.max(1),
+            board: None,
+            next_publish: None,
             stats: Stats::default(),
         })
     }
@@ -294,10 +328,19 @@ impl Reactor {
             if self.stop_done() {
                 return Ok(());
             }
-            let wake = [self.timers.next_wake(), self.accept_retry, self.stopping]
-                .into_iter()
-                .flatten()
-                .min();
+            if let Some(log) = self.access_log.as_mut() {
+                log.flush();
+            }
+            self.publish_if_due();
+            let wake = [
+                self.timers.next_wake(),
+                self.accept_retry,
+                self.stopping,
+                self.next_publish,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let timeout = if self.deferred.is_empty() {
                 wake.map(|t| t.saturating_duration_since(Instant::now()))
             } else {
@@ -410,6 +453,9 @@ impl Reactor {
                 Conn::Backend(b) => {
                     if let BackendState::Handshake { .. } = b.state {
                         self.stats.handshakes_refused += 1;
+                        if let Some(s) = self.sections.get_mut(b.section) {
+                            s.stats.handshakes_refused += 1;
+                        }
                         info!(
                             "refused a backend handshake from {} for section {}: not complete within handshake_timeout",
                             b.peer, self.sections[b.section].name

@@ -109,6 +109,11 @@ impl Reactor {
             .collect();
 
         let mut old = std::mem::take(&mut self.sections);
+        for (s, new) in old.iter().zip(&successor) {
+            if let Some(j) = new {
+                fresh[*j].stats.absorb(&s.stats);
+            }
+        }
 
         // Idle backends, in their old order.
         let mut gone = Vec::new();
@@ -185,17 +190,27 @@ impl Reactor {
             let Some(Conn::Client(cl)) = self.conns.get(k).map(|e| &e.conn) else {
                 continue;
             };
-            let Phase::Proxying { backend, .. } = cl.phase else {
-                continue;
-            };
-            let Some(section) = backend_in(&mut self.conns, backend).map(|be| be.section) else {
-                continue;
-            };
-            if let Some(cl) = client_in(&mut self.conns, k) {
-                if let Phase::Proxying { section: s, .. } = &mut cl.phase {
-                    *s = section;
+            let serving = match cl.phase {
+                Phase::Proxying { backend, .. } => {
+                    backend_in(&mut self.conns, backend).map(|be| be.section)
                 }
+                _ => None,
+            };
+            let Some(cl) = client_in(&mut self.conns, k) else {
+                continue;
+            };
+            if let (Phase::Proxying { section: s, .. }, Some(section)) = (&mut cl.phase, serving) {
+                *s = section;
             }
+            // The request's counters go to the section that took over its
+            // own (none if it was removed).
+            cl.tally.section = match cl.phase {
+                Phase::Proxying { section, .. } | Phase::Queued { section } => Some(section),
+                _ => cl
+                    .tally
+                    .section
+                    .and_then(|i| successor.get(i).copied().flatten()),
+            };
         }
         let mut old: Vec<Option<Section>> = old.into_iter().map(Some).collect();
         for &r in &retired {
@@ -210,7 +225,11 @@ impl Reactor {
         self.sections = fresh;
         self.live_sections = live;
         self.router = Router::new(&cfg.sections);
+        let old_log = self.access_log_spec.take();
+        self.switch_access_log(cfg.access_log.as_deref(), old_log.as_deref());
+        self.access_log_spec = cfg.access_log.clone();
         self.limits = Limits::of(&cfg);
+        self.reschedule_publish();
         self.splice = cfg.splice;
         self.pool.resize(buffer_size(&cfg));
         for (b, section) in gone {
@@ -240,6 +259,7 @@ impl Reactor {
             return;
         };
         if let Conn::Backend(be) = e.conn {
+            self.open_backends -= 1;
             if be.id.is_some() {
                 self.stats.backends_left += 1;
                 info!("backend {} left section {section} ({why})", be.label());

@@ -15,6 +15,7 @@ use log::{debug, info};
 use super::client::{connection_line, Phase, ReadOutcome};
 use super::filesend::{conditions_of, FileSend, SavedConditions};
 use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
+use crate::access_log::Termination;
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
 use crate::static_files::{self, FoundFile};
@@ -54,6 +55,7 @@ impl Reactor {
 
     /// Enters `Head` for the next request on a kept-alive connection.
     pub(super) fn enter_head(&mut self, c: usize) -> Step {
+        self.close_tally(c, Termination::Ok);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
@@ -119,6 +121,19 @@ impl Reactor {
             // Stopping: this response is the connection's last, and says so.
             head.keep_alive = false;
         }
+        let (start, is_status) = match client_in(&mut self.conns, c).and_then(|cl| cl.io.as_ref()) {
+            Some(io) => {
+                let start = io.inbuf.start;
+                let path = &io.inbuf.bytes()[start + head.path.start..start + head.path.end];
+                let status_uri = self.limits.status_uri.as_deref();
+                (start, status_uri.is_some_and(|u| u.as_bytes() == path))
+            }
+            None => return Step::Gone,
+        };
+        self.open_tally(c, &head, start);
+        if is_status {
+            return self.serve_status(c, &head, start);
+        }
         let max_body = self.limits.max_body_bytes;
         let health = self.limits.health_uri.as_bytes();
         let router = &self.router;
@@ -151,6 +166,8 @@ impl Reactor {
             );
             io.to_client.commit_scratch(n);
             cl.phase = Phase::Local { close };
+            cl.tally.status = 200;
+            cl.tally.end_as(Termination::Local);
             return Step::Again;
         }
         if let RequestBody::Length(n) = head.body {
@@ -166,6 +183,7 @@ impl Reactor {
             let host = String::from_utf8_lossy(host.unwrap_or(b"(none)")).into_owned();
             return self.fail_request(c, 404, &format!("no section serves host {host:?}"));
         };
+        cl.tally.section = Some(section);
         let sec = &self.sections[section];
         if let Some(root) = &sec.docroot {
             let method = &buf[start + head.method.start..start + head.method.end];
@@ -242,6 +260,11 @@ impl Reactor {
         io.to_client.push_buf(0..io.resp.end);
         io.inbuf.start = start + head.len;
         self.stats.static_files += 1;
+        if let Some(s) = cl.tally.section.and_then(|s| self.sections.get_mut(s)) {
+            s.stats.static_files += 1;
+        }
+        cl.tally.status = plan.status;
+        cl.tally.end_as(Termination::Static);
         cl.phase = Phase::Local {
             close: !head.keep_alive,
         };
@@ -269,6 +292,19 @@ impl Reactor {
 
     /// Answers with an error and closes (after lingering).
     pub(super) fn fail_request(&mut self, c: usize, status: u16, why: &str) -> Step {
+        self.open_tally_unparsed(c);
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            cl.tally.status = status;
+            cl.tally.end_as(match status {
+                404 => Termination::NoSection,
+                408 => Termination::ClientTimeout,
+                502 => Termination::BackendFailed,
+                503 => Termination::QueueTimeout,
+                504 => Termination::BackendTimeout,
+                400..=499 | 501 => Termination::BadRequest,
+                _ => Termination::Local,
+            });
+        }
         match status {
             400 => self.stats.status_400 += 1,
             404 => self.stats.status_404 += 1,
@@ -326,6 +362,7 @@ impl Reactor {
 
     /// Closes the client's write side, then reads until it closes too.
     pub(super) fn shut_client(&mut self, c: usize) -> Step {
+        self.close_tally(c, Termination::Ok);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
@@ -370,6 +407,7 @@ impl Reactor {
     }
 
     pub(super) fn close_client(&mut self, c: usize) {
+        self.close_tally(c, Termination::ClientClosed);
         let Some(e) = self.conns.try_remove(c) else {
             return;
         };
@@ -414,6 +452,9 @@ impl Reactor {
             }
             Phase::Proxying { backend, .. } => {
                 let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
+                if started {
+                    cl.tally.end_as(Termination::BackendTimeout);
+                }
                 self.close_backend(backend, Some("no progress within backend_timeout"));
                 if let Some(cl) = client_in(&mut self.conns, c) {
                     cl.phase = Phase::Head; // detached from the closed backend
@@ -426,6 +467,7 @@ impl Reactor {
                 }
             }
             Phase::Local { .. } | Phase::Lingering => {
+                cl.tally.end_as(Termination::ClientTimeout);
                 self.close_client(c);
                 Step::Gone
             }

@@ -46,6 +46,7 @@ use mio::{Poll, Token, Waker};
 use super::balance::BackendShare;
 use super::control::{Command, ReloadPlan};
 use super::listener::{listen, BindError, Listener, ListenerKind};
+use super::metrics::Board;
 use super::signals;
 use super::{Reactor, WAKE_TOKEN};
 use crate::config::Config;
@@ -152,6 +153,7 @@ impl Workers {
     /// Binds every listener of `cfg` for `cfg.workers` reactors; starts
     /// nothing (see `Bound`).
     pub fn bind(cfg: &Config) -> Result<Bound, Box<dyn Error>> {
+        super::metrics::process_start();
         let count = cfg.workers.max(1);
         let (per_worker, doors) = bind_listeners(cfg, count, &[])?;
         Ok(Bound {
@@ -280,6 +282,7 @@ impl Workers {
                         added: per_worker.next().unwrap_or_default(),
                     }))
                 });
+                RELOADS.fetch_add(1, Ordering::Relaxed);
                 info!("SIGHUP: reloaded {}", path.display());
             }
             Err(e) => {
@@ -372,6 +375,7 @@ impl Bound {
             None
         };
 
+        let board = (count > 1).then(|| Arc::new(Board::new(count)));
         let (events_tx, events) = mpsc::channel();
         signals::start(events_tx.clone(), Event::Signal)?;
         let cfg = Arc::new(self.cfg.clone());
@@ -388,6 +392,7 @@ impl Bound {
                 poll,
                 listeners,
                 commands: command_rx,
+                board: board.clone(),
             };
             let (ready, exit) = (ready_tx.clone(), events_tx.clone());
             thread::Builder::new()
@@ -414,8 +419,9 @@ impl Bound {
     }
 }
 
-/// Reloads that failed (the config was invalid or a listener could not be
-/// bound), for the metrics.
+/// Reloads that succeeded, and those that failed (the config was invalid
+/// or a listener could not be bound), for the metrics.
+pub(super) static RELOADS: AtomicU64 = AtomicU64::new(0);
 pub(super) static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 fn client_addrs(doors: &[Door]) -> Vec<SocketAddr> {
@@ -558,6 +564,7 @@ struct WorkerStart {
     poll: Poll,
     listeners: Vec<Listener>,
     commands: Receiver<Command>,
+    board: Option<Arc<Board>>,
 }
 
 impl WorkerStart {
@@ -588,6 +595,9 @@ impl WorkerStart {
             }
         };
         reactor.commands = Some(self.commands);
+        if let Some(board) = self.board {
+            reactor.join_board(board);
+        }
         let _ = ready.send(Ok(()));
         drop(ready);
         match reactor.run() {

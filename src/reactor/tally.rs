@@ -1,0 +1,298 @@
+//! What one request did, for the metrics and the access log.
+//!
+//! Every client connection carries a `Tally` for the request it is on: the
+//! reactor opens it when a request head is complete (or when the proxy
+//! answers an unparseable one), notes the section, the status, the queue
+//! wait and the backend's time as they become known, and closes it exactly
+//! once — when the response's last byte is written, or when the connection
+//! ends first (`close_client`), with the reason it ended. Closing adds the
+//! request to its section's counters (or the worker's `unrouted` ones) and,
+//! with `access_log` set, writes its line.
+//!
+//! With the access log off nothing of the request line or headers is
+//! copied: the tally is a few integers and instants on the connection.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::access_log::{Record, Termination};
+use crate::proto::handshake::BackendId;
+use crate::proto::request::RequestHead;
+
+use super::{client_in, Reactor};
+
+/// The request a client connection is on.
+pub struct Tally {
+    /// When its head was complete; `None`: no request open.
+    pub start: Option<Instant>,
+    pub section: Option<usize>,
+    /// The status sent to the client; 0 before a response head went out.
+    pub status: u16,
+    /// Time from the head to the pairing with a backend (first pairing).
+    pub wait: Option<Duration>,
+    pub dispatched: Option<Instant>,
+    pub backend_time: Option<Duration>,
+    pub backend: Option<BackendId>,
+    /// How it ended, once decided (else the connection's end decides).
+    pub termination: Option<Termination>,
+    /// The connection's byte counts at the previous request's end.
+    pub in_before: u64,
+    pub out_before: u64,
+    /// Request line and headers, only while the access log is on.
+    pub fields: Option<Box<LogFields>>,
+}
+
+/// The parts of a request the access log shows, copied from its head.
+#[derive(Default)]
+pub struct LogFields {
+    pub method: Vec<u8>,
+    pub target: Vec<u8>,
+    pub version: Vec<u8>,
+    pub referer: Vec<u8>,
+    pub user_agent: Vec<u8>,
+}
+
+impl Tally {
+    pub fn new() -> Tally {
+        Tally {
+            start: None,
+            section: None,
+            status: 0,
+            wait: None,
+            dispatched: None,
+            backend_time: None,
+            backend: None,
+            termination: None,
+            in_before: 0,
+            out_before: 0,
+            fields: None,
+        }
+    }
+
+    /// Decides how the request ends, unless that is already decided.
+    pub fn end_as(&mut self, t: Termination) {
+        if self.start.is_some() && self.termination.is_none() {
+            self.termination = Some(t);
+        }
+    }
+}
+
+impl LogFields {
+    /// Copies what the log shows of `head` (its bytes are `raw`).
+    fn capture(&mut self, raw: &[u8], head: &RequestHead) {
+        let copy = |to: &mut Vec<u8>, from: &[u8]| {
+            to.clear();
+            to.extend_from_slice(from);
+        };
+        copy(&mut self.method, &raw[head.method.clone()]);
+        copy(&mut self.target, &raw[head.target.clone()]);
+        copy(
+            &mut self.version,
+            if head.minor == 0 {
+                b"HTTP/1.0"
+            } else {
+                b"HTTP/1.1"
+            },
+        );
+        copy(&mut self.referer, header_value(raw, b"referer"));
+        copy(&mut self.user_agent, header_value(raw, b"user-agent"));
+    }
+
+    fn clear(&mut self) {
+        for v in [
+            &mut self.method,
+            &mut self.target,
+            &mut self.version,
+            &mut self.referer,
+            &mut self.user_agent,
+        ] {
+            v.clear();
+        }
+    }
+}
+
+/// The value of the first header `name` (lower-case) in a request head
+/// already validated by the parser; empty when absent.
+pub fn header_value<'a>(head: &'a [u8], name: &[u8]) -> &'a [u8] {
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if line[..colon].eq_ignore_ascii_case(name) {
+            return line[colon + 1..].trim_ascii();
+        }
+    }
+    &[]
+}
+
+impl Reactor {
+    /// Opens the tally of the request whose head was just parsed; the head
+    /// begins at `inbuf` offset `start`.
+    pub(super) fn open_tally(&mut self, c: usize, head: &RequestHead, start: usize) {
+        let logging = self.access_log.is_some();
+        let now = self.now;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return;
+        };
+        let t = &mut cl.tally;
+        t.start = Some(now);
+        t.section = None;
+        t.status = 0;
+        t.wait = None;
+        t.dispatched = None;
+        t.backend_time = None;
+        t.backend = None;
+        t.termination = None;
+        if logging {
+            if let Some(io) = cl.io.as_ref() {
+                let raw = &io.inbuf.bytes()[start..start + head.len];
+                t.fields
+                    .get_or_insert_with(Default::default)
+                    .capture(raw, head);
+            }
+        }
+    }
+
+    /// Opens a tally for a response to a request that was never parsed
+    /// (a bad or incomplete head), unless one is open.
+    pub(super) fn open_tally_unparsed(&mut self, c: usize) {
+        let now = self.now;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return;
+        };
+        let t = &mut cl.tally;
+        if t.start.is_some() {
+            return;
+        }
+        *t = Tally {
+            start: Some(now),
+            in_before: t.in_before,
+            out_before: t.out_before,
+            fields: t.fields.take(),
+            ..Tally::new()
+        };
+        if let Some(f) = t.fields.as_mut() {
+            f.clear();
+        }
+    }
+
+    /// The request is paired with backend `b`: its wait is over (counted
+    /// once, however often it is redeployed).
+    pub(super) fn tally_paired(&mut self, c: usize, section: usize, id: Option<BackendId>) {
+        let now = self.now;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return;
+        };
+        let t = &mut cl.tally;
+        t.dispatched = Some(now);
+        t.backend = id;
+        t.section = Some(section);
+        if t.wait.is_none() {
+            let wait = t
+                .start
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+            t.wait = Some(wait);
+            if let Some(s) = self.sections.get_mut(section) {
+                s.stats.queue_wait.observe(wait);
+            }
+        }
+    }
+
+    /// The backend's part is over (its response is read).
+    pub(super) fn tally_backend_done(&mut self, c: usize) {
+        let now = self.now;
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            let t = &mut cl.tally;
+            if let Some(d) = t.dispatched {
+                t.backend_time = Some(now.saturating_duration_since(d));
+            }
+        }
+    }
+
+    /// Closes the client's open tally (if any): counts it, logs it.
+    pub(super) fn close_tally(&mut self, c: usize, default: Termination) {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return;
+        };
+        let t = &mut cl.tally;
+        let Some(start) = t.start.take() else {
+            return;
+        };
+        let bytes_in = cl.bytes_in - t.in_before;
+        let bytes_out = cl.bytes_out - t.out_before;
+        t.in_before = cl.bytes_in;
+        t.out_before = cl.bytes_out;
+        let termination = t.termination.take().unwrap_or(default);
+        let status = t.status;
+        let section = t.section.filter(|&s| s < self.sections.len());
+        match section {
+            Some(s) => {
+                let st = &mut self.sections[s].stats;
+                st.responses.add(status);
+                st.bytes_in += bytes_in;
+                st.bytes_out += bytes_out;
+                match status {
+                    502 => st.status_502 += 1,
+                    503 => st.status_503 += 1,
+                    504 => st.status_504 += 1,
+                    _ => {}
+                }
+            }
+            None => self.unrouted.add(status),
+        }
+        self.bytes_in += bytes_in;
+        self.bytes_out += bytes_out;
+        let Some(log) = self.access_log.as_mut() else {
+            return;
+        };
+        let total = self.now.saturating_duration_since(start);
+        let empty = LogFields::default();
+        let f = t.fields.as_deref().unwrap_or(&empty);
+        let client: IpAddr = match cl.peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let backend = t.backend;
+        log.record(&Record {
+            client,
+            start: SystemTime::now() - self.now.saturating_duration_since(start),
+            method: &f.method,
+            target: &f.target,
+            version: &f.version,
+            status,
+            bytes_out,
+            bytes_in,
+            referer: &f.referer,
+            user_agent: &f.user_agent,
+            section: section.map_or("", |s| self.sections[s].name.as_str()),
+            backend: backend.as_ref().map_or("", BackendId::as_str),
+            queue_wait: t.wait,
+            backend_time: t.backend_time,
+            total,
+            termination,
+        });
+        if let Some(f) = t.fields.as_mut() {
+            f.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_found_case_insensitively_and_trimmed() {
+        let head =
+            b"GET / HTTP/1.1\r\nHost: a\r\nUSER-agent:  curl/8 \r\nReferer: http://x/\r\n\r\n";
+        assert_eq!(header_value(head, b"user-agent"), b"curl/8");
+        assert_eq!(header_value(head, b"referer"), b"http://x/");
+        assert_eq!(header_value(head, b"cookie"), b"");
+        // The request line is never taken for a header.
+        assert_eq!(
+            header_value(b"GET /referer: HTTP/1.1\r\n\r\n", b"get /referer"),
+            b""
+        );
+    }
+}
