@@ -512,6 +512,32 @@ fn legacy_section_keys() {
 }
 
 #[test]
+fn operations_keys_are_checked() {
+    let c = load(MINIMAL);
+    assert_eq!(
+        (c.access_log.as_deref(), c.status_uri.as_deref()),
+        (None, None)
+    );
+    assert_eq!(c.shutdown_timeout, std::time::Duration::from_secs(30));
+    let c = load(&format!(
+        "{MINIMAL}access_log: stderr\nstatus_uri: /status\nshutdown_timeout: 2.5\n"
+    ));
+    assert_eq!(c.access_log.as_deref(), Some("stderr"));
+    assert_eq!(c.status_uri.as_deref(), Some("/status"));
+    assert_eq!(c.shutdown_timeout, std::time::Duration::from_millis(2500));
+    for bad in ["status", "/a b", "/s?x=1"] {
+        let e = load_err(&format!("{MINIMAL}status_uri: \"{bad}\"\n"));
+        assert!(e.contains("status_uri") && e.contains("'/'"), "{bad}: {e}");
+    }
+    let e = load_err(&format!("{MINIMAL}status_uri: /swiftiply_health\n"));
+    assert!(e.contains("health_check_uri"), "{e}");
+    let e = load_err(&format!("{MINIMAL}access_log: \"\"\n"));
+    assert!(e.contains("access_log") && e.contains("stderr"), "{e}");
+    let e = load_err(&format!("{MINIMAL}shutdown_timeout: 0\n"));
+    assert!(e.contains("shutdown_timeout"), "{e}");
+}
+
+#[test]
 fn top_level_checks() {
     let e = load_err(&format!("{MINIMAL}health_check_uri: health\n"));
     assert!(e.contains("health_check_uri") && e.contains('/'), "{e}");

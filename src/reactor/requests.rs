@@ -446,6 +446,12 @@ impl Reactor {
                 }
             }
             Phase::Queued { section } => {
+                // The whole wait is the log's queue time.
+                let waited = cl
+                    .tally
+                    .start
+                    .map(|s| self.now.saturating_duration_since(s));
+                cl.tally.wait = cl.tally.wait.or(waited);
                 let name = &self.sections[section].name;
                 let why = format!("no backend of section {name} became free within timeout");
                 self.fail_request(c, 503, &why)
