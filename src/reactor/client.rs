@@ -73,11 +73,10 @@ pub struct ClientConn {
     pub phase: Phase,
     pub io: Option<Box<ClientIo>>,
     pub timer: TimerSlot,
-    /// Bytes read from / written to this client so far.
+    /// Bytes read from / written to this client since the last request
+    /// it made ended (`tally.rs` counts them to that request).
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// The request it is on, for the metrics and the access log.
-    pub tally: Tally,
 }
 
 impl ClientConn {
@@ -95,8 +94,13 @@ impl ClientConn {
             timer: TimerSlot::default(),
             bytes_in: 0,
             bytes_out: 0,
-            tally: Tally::new(),
         }
+    }
+
+    /// The tally of the request in flight (it lives with the buffers, which
+    /// a request always has).
+    pub fn tally(&mut self) -> Option<&mut Tally> {
+        self.io.as_mut().map(|io| &mut io.tally)
     }
 
     /// Between requests with nothing received or left to send: closing it
@@ -313,6 +317,8 @@ pub struct ClientIo {
     pub owned: Vec<u8>,
     pub owned_sent: usize,
     pub ex: Exchange,
+    /// The request's accounting (`tally.rs`).
+    pub tally: Tally,
 }
 
 /// The request/response pair in flight on a client connection.
@@ -419,6 +425,7 @@ impl ClientIo {
             owned: Vec::new(),
             owned_sent: 0,
             ex: Exchange::default(),
+            tally: Tally::new(),
         }
     }
 
@@ -957,6 +964,7 @@ impl IoPool {
             io.owned.clear();
             io.owned_sent = 0;
             io.ex = Exchange::default();
+            io.tally.start = None;
             self.free.push(io);
         }
     }

@@ -165,12 +165,12 @@ impl Reactor {
             Pump::BackendFailed(why) => self.backend_failed(c, section, b, &why),
             Pump::BadRequest(status, why) => {
                 self.close_backend(b, Some("its request was refused mid-way"));
-                let started = client_in(&mut self.conns, c).is_some_and(|cl| {
-                    let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
-                    if started {
-                        cl.tally.end_as(Termination::BadRequest);
+                let io = client_in(&mut self.conns, c).and_then(|cl| cl.io.as_mut());
+                let started = io.is_some_and(|io| {
+                    if io.ex.started {
+                        io.tally.end_as(Termination::BadRequest);
                     }
-                    started
+                    io.ex.started
                 });
                 if started {
                     self.close_client(c);
@@ -380,8 +380,8 @@ impl Reactor {
             "answered before its request was complete"
         };
         let close = io.ex.close_after || !req_done;
-        cl.tally.status = io.ex.status;
-        cl.tally.end_as(Termination::Ok);
+        io.tally.status = io.ex.status;
+        io.tally.end_as(Termination::Ok);
         io.finish();
         let writing = cl.has_output();
         if cl.corked && !writing {
@@ -425,8 +425,8 @@ impl Reactor {
         };
         if io.ex.started {
             // Response bytes already went out: the client must see a cut.
-            cl.tally.status = io.ex.status;
-            cl.tally.end_as(Termination::BackendFailed);
+            io.tally.status = io.ex.status;
+            io.tally.end_as(Termination::BackendFailed);
             let _ = cl.flush_out();
             self.close_client(c);
             return Step::Gone;

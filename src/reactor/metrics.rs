@@ -213,9 +213,9 @@ impl Reactor {
         }
         io.owned_sent = 0;
         io.inbuf.start = start + head.len;
+        io.tally.status = 200;
+        io.tally.end_as(Termination::Local);
         cl.phase = Phase::Local { close };
-        cl.tally.status = 200;
-        cl.tally.end_as(Termination::Local);
         self.set_deadline(c, self.limits.backend_timeout);
         Step::Again
     }

@@ -204,13 +204,14 @@ impl Reactor {
             }
             // The request's counters go to the section that took over its
             // own (none if it was removed).
-            cl.tally.section = match cl.phase {
+            let phase_section = match cl.phase {
                 Phase::Proxying { section, .. } | Phase::Queued { section } => Some(section),
-                _ => cl
-                    .tally
-                    .section
-                    .and_then(|i| successor.get(i).copied().flatten()),
+                _ => None,
             };
+            if let Some(t) = cl.tally() {
+                t.section = phase_section
+                    .or_else(|| t.section.and_then(|i| successor.get(i).copied().flatten()));
+            }
         }
         let mut old: Vec<Option<Section>> = old.into_iter().map(Some).collect();
         for &r in &retired {

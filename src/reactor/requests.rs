@@ -165,9 +165,9 @@ impl Reactor {
                 head.minor == 0 && !close,
             );
             io.to_client.commit_scratch(n);
+            io.tally.status = 200;
+            io.tally.end_as(Termination::Local);
             cl.phase = Phase::Local { close };
-            cl.tally.status = 200;
-            cl.tally.end_as(Termination::Local);
             return Step::Again;
         }
         if let RequestBody::Length(n) = head.body {
@@ -183,7 +183,7 @@ impl Reactor {
             let host = String::from_utf8_lossy(host.unwrap_or(b"(none)")).into_owned();
             return self.fail_request(c, 404, &format!("no section serves host {host:?}"));
         };
-        cl.tally.section = Some(section);
+        io.tally.section = Some(section);
         let sec = &self.sections[section];
         if let Some(root) = &sec.docroot {
             let method = &buf[start + head.method.start..start + head.method.end];
@@ -260,11 +260,11 @@ impl Reactor {
         io.to_client.push_buf(0..io.resp.end);
         io.inbuf.start = start + head.len;
         self.stats.static_files += 1;
-        if let Some(s) = cl.tally.section.and_then(|s| self.sections.get_mut(s)) {
+        if let Some(s) = io.tally.section.and_then(|s| self.sections.get_mut(s)) {
             s.stats.static_files += 1;
         }
-        cl.tally.status = plan.status;
-        cl.tally.end_as(Termination::Static);
+        io.tally.status = plan.status;
+        io.tally.end_as(Termination::Static);
         cl.phase = Phase::Local {
             close: !head.keep_alive,
         };
@@ -293,9 +293,9 @@ impl Reactor {
     /// Answers with an error and closes (after lingering).
     pub(super) fn fail_request(&mut self, c: usize, status: u16, why: &str) -> Step {
         self.open_tally_unparsed(c);
-        if let Some(cl) = client_in(&mut self.conns, c) {
-            cl.tally.status = status;
-            cl.tally.end_as(match status {
+        if let Some(t) = client_in(&mut self.conns, c).and_then(|cl| cl.tally()) {
+            t.status = status;
+            t.end_as(match status {
                 404 => Termination::NoSection,
                 408 => Termination::ClientTimeout,
                 502 => Termination::BackendFailed,
@@ -324,6 +324,9 @@ impl Reactor {
         io.to_backend.clear();
         io.to_client.clear();
         io.file = None;
+        // The connection ends with this answer: what it sent so far is
+        // this request's.
+        io.inbuf.start = io.inbuf.end;
         io.to_client.push_static(local::error_response(status));
         cl.phase = Phase::Local { close: true };
         self.set_deadline(c, self.limits.header_timeout);
@@ -407,6 +410,14 @@ impl Reactor {
     }
 
     pub(super) fn close_client(&mut self, c: usize) {
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            if let (Phase::Queued { .. }, Some(t)) =
+                (&cl.phase, cl.io.as_mut().map(|io| &mut io.tally))
+            {
+                // It left the queue: its whole wait is the log's queue time.
+                t.wait = t.start.map(|s| self.now.saturating_duration_since(s));
+            }
+        }
         self.close_tally(c, Termination::ClientClosed);
         let Some(e) = self.conns.try_remove(c) else {
             return;
@@ -416,6 +427,9 @@ impl Reactor {
             return;
         };
         self.open_clients -= 1;
+        // Bytes no request took (a head never completed, say).
+        self.bytes_in += cl.bytes_in;
+        self.bytes_out += cl.bytes_out;
         match cl.phase {
             Phase::Queued { section } => {
                 self.sections[section].remove_waiting(c);
@@ -447,19 +461,19 @@ impl Reactor {
             }
             Phase::Queued { section } => {
                 // The whole wait is the log's queue time.
-                let waited = cl
-                    .tally
-                    .start
-                    .map(|s| self.now.saturating_duration_since(s));
-                cl.tally.wait = cl.tally.wait.or(waited);
+                let now = self.now;
+                if let Some(t) = cl.tally() {
+                    let waited = t.start.map(|s| now.saturating_duration_since(s));
+                    t.wait = t.wait.or(waited);
+                }
                 let name = &self.sections[section].name;
                 let why = format!("no backend of section {name} became free within timeout");
                 self.fail_request(c, 503, &why)
             }
             Phase::Proxying { backend, .. } => {
                 let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
-                if started {
-                    cl.tally.end_as(Termination::BackendTimeout);
+                if let (true, Some(t)) = (started, cl.tally()) {
+                    t.end_as(Termination::BackendTimeout);
                 }
                 self.close_backend(backend, Some("no progress within backend_timeout"));
                 if let Some(cl) = client_in(&mut self.conns, c) {
@@ -473,7 +487,9 @@ impl Reactor {
                 }
             }
             Phase::Local { .. } | Phase::Lingering => {
-                cl.tally.end_as(Termination::ClientTimeout);
+                if let Some(t) = cl.tally() {
+                    t.end_as(Termination::ClientTimeout);
+                }
                 self.close_client(c);
                 Step::Gone
             }

@@ -1,6 +1,7 @@
 //! What one request did, for the metrics and the access log.
 //!
-//! Every client connection carries a `Tally` for the request it is on: the
+//! Every request carries a `Tally` (in the client's pooled buffers, which a
+//! request always holds, so an idle connection pays nothing for it): the
 //! reactor opens it when a request head is complete (or when the proxy
 //! answers an unparseable one), notes the section, the status, the queue
 //! wait and the backend's time as they become known, and closes it exactly
@@ -35,9 +36,6 @@ pub struct Tally {
     pub backend: Option<BackendId>,
     /// How it ended, once decided (else the connection's end decides).
     pub termination: Option<Termination>,
-    /// The connection's byte counts at the previous request's end.
-    pub in_before: u64,
-    pub out_before: u64,
     /// Request line and headers, only while the access log is on.
     pub fields: Option<Box<LogFields>>,
 }
@@ -63,8 +61,6 @@ impl Tally {
             backend_time: None,
             backend: None,
             termination: None,
-            in_before: 0,
-            out_before: 0,
             fields: None,
         }
     }
@@ -132,10 +128,10 @@ impl Reactor {
     pub(super) fn open_tally(&mut self, c: usize, head: &RequestHead, start: usize) {
         let logging = self.access_log.is_some();
         let now = self.now;
-        let Some(cl) = client_in(&mut self.conns, c) else {
+        let Some(io) = client_in(&mut self.conns, c).and_then(|cl| cl.io.as_mut()) else {
             return;
         };
-        let t = &mut cl.tally;
+        let t = &mut io.tally;
         t.start = Some(now);
         t.section = None;
         t.status = 0;
@@ -145,12 +141,10 @@ impl Reactor {
         t.backend = None;
         t.termination = None;
         if logging {
-            if let Some(io) = cl.io.as_ref() {
-                let raw = &io.inbuf.bytes()[start..start + head.len];
-                t.fields
-                    .get_or_insert_with(Default::default)
-                    .capture(raw, head);
-            }
+            let raw = &io.inbuf.bytes()[start..start + head.len];
+            t.fields
+                .get_or_insert_with(Default::default)
+                .capture(raw, head);
         }
     }
 
@@ -161,14 +155,12 @@ impl Reactor {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return;
         };
-        let t = &mut cl.tally;
+        let t = &mut cl.io(&mut self.pool).tally;
         if t.start.is_some() {
             return;
         }
         *t = Tally {
             start: Some(now),
-            in_before: t.in_before,
-            out_before: t.out_before,
             fields: t.fields.take(),
             ..Tally::new()
         };
@@ -181,10 +173,9 @@ impl Reactor {
     /// once, however often it is redeployed).
     pub(super) fn tally_paired(&mut self, c: usize, section: usize, id: Option<BackendId>) {
         let now = self.now;
-        let Some(cl) = client_in(&mut self.conns, c) else {
+        let Some(t) = client_in(&mut self.conns, c).and_then(|cl| cl.tally()) else {
             return;
         };
-        let t = &mut cl.tally;
         t.dispatched = Some(now);
         t.backend = id;
         t.section = Some(section);
@@ -202,8 +193,7 @@ impl Reactor {
     /// The backend's part is over (its response is read).
     pub(super) fn tally_backend_done(&mut self, c: usize) {
         let now = self.now;
-        if let Some(cl) = client_in(&mut self.conns, c) {
-            let t = &mut cl.tally;
+        if let Some(t) = client_in(&mut self.conns, c).and_then(|cl| cl.tally()) {
             if let Some(d) = t.dispatched {
                 t.backend_time = Some(now.saturating_duration_since(d));
             }
@@ -215,14 +205,19 @@ impl Reactor {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return;
         };
-        let t = &mut cl.tally;
+        let Some(io) = cl.io.as_mut() else {
+            return;
+        };
+        let t = &mut io.tally;
         let Some(start) = t.start.take() else {
             return;
         };
-        let bytes_in = cl.bytes_in - t.in_before;
-        let bytes_out = cl.bytes_out - t.out_before;
-        t.in_before = cl.bytes_in;
-        t.out_before = cl.bytes_out;
+        // Bytes read ahead (a pipelined next request) are not this one's:
+        // they stay counted for the next.
+        let ahead = (io.inbuf.live().len() as u64).min(cl.bytes_in);
+        let bytes_in = cl.bytes_in - ahead;
+        cl.bytes_in = ahead;
+        let bytes_out = std::mem::take(&mut cl.bytes_out);
         let termination = t.termination.take().unwrap_or(default);
         let status = t.status;
         let section = t.section.filter(|&s| s < self.sections.len());
