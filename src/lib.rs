@@ -9,10 +9,13 @@
 //!   per connection), also able to serve plain HTTP.
 //! - `bridge`: `swiftiply-bridge`, which puts an ordinary HTTP/1.1 server
 //!   behind the proxy (a backend that forwards to it over a keep-alive pool).
+//! - `daemon`: daemon mode, the pid file and dropping root, between binding
+//!   the listeners and starting the workers.
 
 pub mod backend;
 pub mod bridge;
 pub mod config;
+pub mod daemon;
 pub mod proto;
 pub mod reactor;
 pub mod router;
