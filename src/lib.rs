@@ -13,11 +13,14 @@
 //!   behind the proxy (a backend that forwards to it over a keep-alive pool).
 //! - `access_log`: one line per finished request (`access_log: PATH|stderr`),
 //!   formatted into a buffer and written in batches of whole lines.
+//! - `daemon`: daemon mode, the pid file and dropping root, between binding
+//!   the listeners and starting the workers.
 
 pub mod access_log;
 pub mod backend;
 pub mod bridge;
 pub mod config;
+pub mod daemon;
 pub mod proto;
 pub mod reactor;
 pub mod router;

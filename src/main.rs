@@ -1,14 +1,23 @@
-//! `swiftiply [-c] CONFIG.yml` — runs the proxy in the foreground.
+//! `swiftiply [-d] [-c] CONFIG.yml` — runs the proxy, in the foreground or
+//! (`-d`, `daemonize: true`) as a daemon.
+//!
+//! Start-up order: load the config → bind every listener (as root, so ports
+//! below 1024 work) → detach (daemon mode) → write the pid file → drop
+//! privileges → start the worker threads → report ready. Nothing forks or
+//! changes credentials once a thread exists (`swiftiply::daemon`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use swiftiply::config::Config;
-use swiftiply::reactor::{current_worker, Ended, Workers};
+use swiftiply::daemon::{self, PidFile};
+use swiftiply::reactor::{current_worker, Bound, Ended, Workers};
 
 const USAGE: &str = "\
 usage: swiftiply [CONFIG.yml]            run the proxy (built-in default without a file)
        swiftiply -c CONFIG.yml           the same
+       swiftiply -d CONFIG.yml           run it as a daemon (as `daemonize: true`):
+                                         exits 0 once it serves, 1 if it cannot start
        swiftiply --check CONFIG.yml      validate and print the normalized config
        swiftiply --version | --help
 
@@ -17,7 +26,11 @@ to 127.0.0.1:30000 (one default section). RUST_LOG overrides the log level
 set by the config's logger.log_level (0 errors, 1 warnings, 2 info, 3 debug).";
 
 enum Mode {
-    Run(Option<PathBuf>),
+    Run {
+        config: Option<PathBuf>,
+        /// `-d`: daemon mode, whatever the config says.
+        daemonize: bool,
+    },
     Check(PathBuf),
 }
 
@@ -25,6 +38,7 @@ fn parse_args() -> Result<Mode, String> {
     let mut args = std::env::args_os().skip(1);
     let mut config = None;
     let mut check = false;
+    let mut daemonize = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("-h" | "--help") => {
@@ -36,6 +50,7 @@ fn parse_args() -> Result<Mode, String> {
                 std::process::exit(0);
             }
             Some("--check") => check = true,
+            Some("-d" | "--daemonize") => daemonize = true,
             Some("-c" | "--config") => {
                 let path = args.next().ok_or("-c needs a config file path")?;
                 config = Some(PathBuf::from(path));
@@ -46,27 +61,53 @@ fn parse_args() -> Result<Mode, String> {
         }
     }
     match (check, config) {
+        (true, _) if daemonize => Err("--check and -d do not go together".into()),
         (true, Some(path)) => Ok(Mode::Check(path)),
         (true, None) => Err("--check needs a config file".into()),
-        (false, path) => Ok(Mode::Run(path)),
+        (false, config) => Ok(Mode::Run { config, daemonize }),
     }
 }
 
-/// Settings this version accepts in a config but cannot honour yet (TLS,
-/// privilege drop, daemon mode): running without them would be unsafe or
-/// surprising, so they stop the start.
+/// Settings this version accepts in a config but cannot honour yet (TLS):
+/// running without them would be unsafe or surprising, so they stop the
+/// start.
 fn unsupported(config: &Config) -> Vec<String> {
     let mut fatal = Vec::new();
     if !config.ssl.is_empty() {
         fatal.push("ssl: TLS listeners are not supported yet; terminate TLS in front of swiftiply and remove the `ssl` entries".to_string());
     }
-    if config.user.is_some() || config.group.is_some() {
-        fatal.push("user/group: dropping privileges is not supported yet; start swiftiply as the user it should run as".to_string());
-    }
-    if config.daemonize {
-        fatal.push("daemonize: daemon mode is not supported yet; run swiftiply in the foreground under a supervisor (systemd, runit) and set `daemonize: false`".to_string());
-    }
     fatal
+}
+
+/// The start-up steps after binding, each where it is safe: the pid file
+/// is written by the process that will serve (after detaching) and before
+/// root is dropped (its directory may be root's); privileges are dropped
+/// while there is one thread; then the workers start. The pid file guard
+/// removes the file if a later step fails.
+fn start(bound: Bound, config: &Config) -> Result<(Workers, Option<PidFile>), String> {
+    let pidfile = config.pidfile.as_deref().map(PidFile::create).transpose()?;
+    daemon::drop_privileges(config.user.as_deref(), config.group.as_deref())?;
+    let workers = bound.start().map_err(|e| e.to_string())?;
+    Ok((workers, pidfile))
+}
+
+/// Where the proxy listens, as printed once it serves (by the daemon's
+/// parent in daemon mode).
+fn startup_lines(workers: &Workers) -> String {
+    let mut out = String::new();
+    for addr in workers.client_addrs() {
+        out.push_str(&format!("swiftiply: clients listening on {addr}\n"));
+    }
+    for (section, addr) in workers.backend_addrs() {
+        out.push_str(&format!(
+            "swiftiply: section {section} backends listening on {addr}\n"
+        ));
+    }
+    if workers.count() > 1 {
+        out.push_str(&format!("swiftiply: {} workers\n", workers.count()));
+    }
+    out.push_str("swiftiply: ready\n");
+    out
 }
 
 /// Logs go to stderr as `[time LEVEL] message`; with several workers, as
@@ -107,7 +148,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (config, path) = match mode {
+    let (mut config, path, daemonize) = match mode {
         Mode::Check(path) => {
             return match Config::load(&path) {
                 Ok(cfg) => {
@@ -120,15 +161,22 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Mode::Run(Some(path)) => match Config::load(&path) {
-            Ok(cfg) => (cfg, Some(path)),
+        Mode::Run {
+            config: Some(path),
+            daemonize,
+        } => match Config::load(&path) {
+            Ok(cfg) => (cfg, Some(path), daemonize),
             Err(e) => {
                 eprintln!("swiftiply: {e}");
                 return ExitCode::FAILURE;
             }
         },
-        Mode::Run(None) => (Config::builtin_default(), None),
+        Mode::Run {
+            config: None,
+            daemonize,
+        } => (Config::builtin_default(), None, daemonize),
     };
+    config.daemonize |= daemonize;
     init_logging(config.log_level, config.workers);
     let fatal = unsupported(&config);
     if !fatal.is_empty() {
@@ -143,23 +191,42 @@ fn main() -> ExitCode {
              (clients on 127.0.0.1:8080, backends connect to 127.0.0.1:30000)"
         );
     }
-    let workers = match Workers::start(&config) {
-        Ok(w) => w,
+    let bound = match Workers::bind(&config) {
+        Ok(b) => b,
         Err(e) => {
             eprintln!("swiftiply: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for addr in workers.client_addrs() {
-        eprintln!("swiftiply: clients listening on {addr}");
+    // From here on a daemon reports its outcome to the process that
+    // started it, which is waiting to exit with it.
+    let detached = if config.daemonize {
+        match daemon::detach() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("swiftiply: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    // Dropped when main returns: removes the pid file.
+    let (workers, _pidfile) = match start(bound, &config) {
+        Ok(started) => started,
+        Err(e) => {
+            match detached {
+                Some(d) => d.failed(&e),
+                None => eprintln!("swiftiply: {e}"),
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let startup = startup_lines(&workers);
+    match detached {
+        Some(d) => d.ready(&startup),
+        None => eprint!("{startup}"),
     }
-    for (section, addr) in workers.backend_addrs() {
-        eprintln!("swiftiply: section {section} backends listening on {addr}");
-    }
-    if workers.count() > 1 {
-        eprintln!("swiftiply: {} workers", workers.count());
-    }
-    eprintln!("swiftiply: ready");
     // The workers run until a signal stops them, or until one of them
     // fails; then the whole process stops (the others with it), rather
     // than serve on half-alive.
