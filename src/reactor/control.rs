@@ -142,7 +142,7 @@ impl Reactor {
                 .map(|(k, _)| k)
                 .collect();
             for c in clients {
-                self.close_tally(c, Termination::Shutdown);
+                self.close_tally(c, Termination::Shutdown, false);
             }
             if let Some(log) = self.access_log.as_mut() {
                 log.flush();

@@ -55,7 +55,7 @@ impl Reactor {
 
     /// Enters `Head` for the next request on a kept-alive connection.
     pub(super) fn enter_head(&mut self, c: usize) -> Step {
-        self.close_tally(c, Termination::Ok);
+        self.close_tally(c, Termination::Ok, true);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
@@ -324,9 +324,6 @@ impl Reactor {
         io.to_backend.clear();
         io.to_client.clear();
         io.file = None;
-        // The connection ends with this answer: what it sent so far is
-        // this request's.
-        io.inbuf.start = io.inbuf.end;
         io.to_client.push_static(local::error_response(status));
         cl.phase = Phase::Local { close: true };
         self.set_deadline(c, self.limits.header_timeout);
@@ -365,7 +362,7 @@ impl Reactor {
 
     /// Closes the client's write side, then reads until it closes too.
     pub(super) fn shut_client(&mut self, c: usize) -> Step {
-        self.close_tally(c, Termination::Ok);
+        self.close_tally(c, Termination::Ok, false);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
@@ -418,7 +415,7 @@ impl Reactor {
                 t.wait = t.start.map(|s| self.now.saturating_duration_since(s));
             }
         }
-        self.close_tally(c, Termination::ClientClosed);
+        self.close_tally(c, Termination::ClientClosed, false);
         let Some(e) = self.conns.try_remove(c) else {
             return;
         };

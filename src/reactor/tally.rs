@@ -201,7 +201,9 @@ impl Reactor {
     }
 
     /// Closes the client's open tally (if any): counts it, logs it.
-    pub(super) fn close_tally(&mut self, c: usize, default: Termination) {
+    /// `goes_on`: the connection carries on to its next request, whose
+    /// bytes may already be read.
+    pub(super) fn close_tally(&mut self, c: usize, default: Termination, goes_on: bool) {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return;
         };
@@ -214,7 +216,11 @@ impl Reactor {
         };
         // Bytes read ahead (a pipelined next request) are not this one's:
         // they stay counted for the next.
-        let ahead = (io.inbuf.live().len() as u64).min(cl.bytes_in);
+        let ahead = if goes_on {
+            (io.inbuf.live().len() as u64).min(cl.bytes_in)
+        } else {
+            0
+        };
         let bytes_in = cl.bytes_in - ahead;
         cl.bytes_in = ahead;
         let bytes_out = std::mem::take(&mut cl.bytes_out);
