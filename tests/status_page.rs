@@ -9,8 +9,9 @@
 //! Every Chromium run is bounded by `CHROMIUM_DEADLINE` and runs in its own
 //! process group, killed whole on timeout.
 //!
-//! `render_in_chromium(url, dir)` works for any URL, so an end-to-end test
-//! can point it at a running proxy's status address.
+//! `render_in_chromium(url, dir)` works for any URL: the end-to-end test
+//! points it at a running proxy's `status_uri`, with a backend busy and a
+//! request waiting, and checks the page the same way.
 //!
 //! The PNG decoder below (zlib inflate, PNG row filters, CRC and Adler
 //! checks) is just enough for Chromium's 8-bit RGB/RGBA screenshots, and
@@ -24,6 +25,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod common;
+
+use common::{config, eventually, id12, Backend, Client, Proxy, Response};
 use swiftiply::status::{
     render_html, BackendSnapshot, BackendStateName, Histogram, SectionSnapshot, Snapshot,
     StatusClasses,
@@ -90,6 +94,128 @@ fn the_status_page_renders_in_headless_chromium() {
     );
     eprintln!(
         "status page rendered and checked in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_running_proxy_serves_its_status_page_to_headless_chromium() {
+    const T: Duration = Duration::from_secs(10);
+    let started = Instant::now();
+    let dir = ScratchDir::new("status-page-live");
+    // `timeout` outlasts the Chromium runs, so the waiting request is
+    // still waiting when the page is rendered.
+    let p = Proxy::start(&config(
+        "status_uri: /status\ntimeout: 30",
+        &[
+            "incoming: shop.test\noutgoing: 127.0.0.1:0",
+            "incoming: api.test\noutgoing: 127.0.0.1:0",
+        ],
+    ));
+    let addr = p.client_addr();
+
+    // shop.test: its only backend holds a request and one more waits;
+    // api.test: one idle backend.
+    let (busy_id, idle_id) = (id12("shop", 1), id12("api", 1));
+    let mut busy = Backend::connect(p.backend_addr(0), &busy_id, "");
+    let _idle = Backend::connect(p.backend_addr(1), &idle_id, "");
+    assert!(
+        p.wait_for_log_count(" joined section ", 2, T),
+        "the backends did not join:\n{}",
+        p.stderr_text()
+    );
+    let mut held = Client::connect(addr);
+    held.send(b"GET /held HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let held_request = busy.expect_request();
+    let mut waiting = Client::connect(addr);
+    waiting.send(b"GET /waiting HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+
+    let status = |target: &str, accept: Option<&str>| -> Response {
+        let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+        Client::connect(addr).request(
+            format!("GET {target} HTTP/1.1\r\nHost: anything.test\r\n{accept}\r\n").as_bytes(),
+        )
+    };
+    let one_waiting = "<div class=\"queue-depth waiting\"><span class=\"num\">1</span>";
+    assert!(
+        eventually(T, || status("/status?html", None)
+            .body_contains(one_waiting)),
+        "the page never showed one request waiting:\n{}",
+        status("/status?html", None).body_str()
+    );
+
+    // `?html` and a browser's Accept both get the page; neither, the metrics.
+    for (target, accept) in [
+        ("/status?html", None),
+        (
+            "/status",
+            Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ),
+    ] {
+        let r = status(target, accept);
+        assert_eq!(r.status, 200, "{target} {accept:?}: {r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{target} {accept:?}: {r:?}"
+        );
+        assert!(r.body.starts_with(b"<!DOCTYPE html>"), "{r:?}");
+        assert!(r.body_contains(one_waiting), "{r:?}");
+    }
+    let r = status("/status", Some("*/*"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{r:?}"
+    );
+
+    let (png, dom) = render_in_chromium(&format!("http://{addr}/status?html"), &dir.path);
+
+    assert_eq!((png.width, png.height), (WIDTH, HEIGHT), "screenshot size");
+    let colours = png.distinct_colours();
+    assert!(
+        colours >= 50,
+        "the screenshot looks blank: {colours} distinct colours (see {})",
+        dir.path.display()
+    );
+    let highlight = png.count(WAITING_RGB);
+    assert!(
+        highlight >= 3000,
+        "the queue-depth highlight #d9480f covers {highlight} pixels, expected a box of at \
+         least 3000 (see {})",
+        dir.path.display()
+    );
+    assert!(
+        dom.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
+        "no meta refresh:\n{dom}"
+    );
+    for (n, name) in ["shop.test", "api.test"].iter().enumerate() {
+        let block =
+            format!("<section class=\"section\" id=\"section-{n}\"><h2 class=\"name\">{name}</h2>");
+        assert!(dom.contains(&block), "no block for {name}:\n{dom}");
+    }
+    assert!(!dom.contains("id=\"section-2\""), "{dom}");
+    assert_eq!(
+        dom.matches("class=\"queue-depth waiting\"").count(),
+        1,
+        "{dom}"
+    );
+    assert!(dom.contains(one_waiting), "shop.test's queue:\n{dom}");
+    assert_eq!(dom.matches("<tr class=\"backend ").count(), 2, "{dom}");
+    for (state, id) in [("busy", &busy_id), ("idle", &idle_id)] {
+        let row = format!("<tr class=\"backend state-{state}\"><td class=\"id\">{id}</td>");
+        assert!(dom.contains(&row), "backend {id} ({state}):\n{dom}");
+    }
+
+    // The held and the waiting request are both answered in the end.
+    busy.respond_echo(&held_request);
+    assert_eq!(held.read_response(false).status, 200);
+    let next = busy.expect_request();
+    assert_eq!(next.target, "/waiting");
+    busy.respond_echo(&next);
+    assert_eq!(waiting.read_response(false).status, 200);
+    eprintln!(
+        "live status page rendered and checked in {:?}",
         started.elapsed()
     );
 }
