@@ -299,3 +299,49 @@ fn reloads_under_load(top: &str) {
     drop(farm);
     p.assert_alive();
 }
+
+#[test]
+fn a_reload_gives_a_section_a_docroot_and_a_new_timeout() {
+    let mut p = Proxy::start(&one_section("timeout: 30", ""));
+    let backend = p.backend_addr(0);
+    let mut farm = EchoFarm::start(backend, "", 1, false);
+    wait_joined(&p, 1);
+    let site = p.dir.path.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("hello.txt"), "hello from the docroot\n").unwrap();
+    // Before: the backend answers.
+    let r = get_once(p.client_addr(), "app.test", "/hello.txt");
+    assert!(r.header("X-Backend").is_some(), "{r:?}");
+
+    p.reload(&config(
+        "timeout: 1",
+        &[&section(
+            "app.test",
+            &backend.to_string(),
+            &format!("default: true\ndocroot: {}", site.display()),
+        )],
+    ))
+    .expect("reload");
+    let r = get_once(p.client_addr(), "app.test", "/hello.txt");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body_str(), "hello from the docroot\n");
+    assert!(r.header("X-Backend").is_none(), "{r:?}");
+
+    // The new `timeout` applies: with the only backend held, a second
+    // request gets its 503 after about 1 s, not 30.
+    let mut held = Client::connect(p.client_addr());
+    held.send(b"GET /sleep=3000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert!(farm.wait_for(T, |s| s.target == "/sleep=3000"));
+    let started = Instant::now();
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"GET /queued HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 503, "{r:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(held.read_response(false).status, 200);
+    p.assert_alive();
+}
