@@ -1101,3 +1101,76 @@ fn a_path_that_cannot_be_opened_stops_the_start_with_a_message_naming_it() {
     );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------
+// Responses the client did not take in full
+// ---------------------------------------------------------------------------
+
+/// A docroot with one 30 MB file: far more than socket buffers hold.
+fn big_file_proxy(tag: &str) -> (TempDir, PathBuf, Proxy, usize) {
+    let (dir, path, top) = log_file(tag);
+    let root = dir.path.join("root");
+    fs::create_dir(&root).expect("docroot");
+    let len = 30 * 1024 * 1024;
+    fs::write(root.join("big.bin"), vec![b'x'; len]).expect("file");
+    let p = Proxy::start(&one_section(
+        &format!("{top}\nbackend_timeout: 1"),
+        &format!("docroot: {}", root.display()),
+    ));
+    (dir, path, p, len)
+}
+
+#[test]
+fn a_file_the_client_stops_reading_is_a_client_timeout_not_static() {
+    let (_dir, path, p, len) = big_file_proxy("alog-stall");
+    let mut s = connect(p.client_addr());
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .expect("send");
+    // Never read: after backend_timeout without progress the proxy gives up.
+    let e = &wait_entries(&path, 1)[0];
+    let l = &e.line;
+    assert_eq!(e.termination, "client_timeout", "{l}");
+    assert_eq!(e.status, Some(200), "{l}");
+    assert!(e.bytes_out > 0 && e.bytes_out < len as u64, "{l}");
+    drop(s);
+}
+
+#[test]
+fn a_file_the_client_closes_part_way_counts_what_it_was_sent() {
+    let (_dir, path, p, len) = big_file_proxy("alog-part");
+    let mut s = connect(p.client_addr());
+    s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .expect("send");
+    let mut got = 0;
+    let mut buf = [0u8; 64 * 1024];
+    while got < 1_000_000 {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed by the proxy after {got} bytes"),
+            Ok(n) => got += n,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    drop(s);
+    let e = &wait_entries(&path, 1)[0];
+    let l = &e.line;
+    assert_eq!(e.termination, "client_closed", "{l}");
+    // At least what this client read; less than the whole file.
+    assert!(e.bytes_out >= got as u64 && e.bytes_out < len as u64, "{l}");
+}
+
+#[test]
+fn the_last_lines_are_written_when_the_proxy_stops() {
+    let (_dir, path, top) = log_file("alog-stop");
+    let mut p = Proxy::start(&one_section(&top, ""));
+    let _farm = EchoFarm::start(p.backend_addr(0), "", 1, false);
+    wait_joined(&p, 1);
+    for i in 0..5 {
+        get_ok(&p, &format!("/before-stop-{i}"));
+    }
+    p.signal(libc::SIGTERM);
+    let status = p.wait_exit(T).expect("the proxy stops");
+    assert_eq!(status.code(), Some(0));
+    // Read once, after the exit: nothing may be left unwritten.
+    let lines = complete_lines(&path).expect("whole lines");
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+}

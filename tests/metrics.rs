@@ -947,3 +947,30 @@ fn with_two_workers_one_scrape_adds_up_both() {
     assert_eq!(m.int("swiftiply_workers", &[]), 2);
     assert_eq!(m.int("swiftiply_backend_connections", &[]), 2);
 }
+
+/// A section with only a docroot has no backend address to follow through
+/// a reload: it keeps its counters by its name.
+#[test]
+fn a_docroot_only_section_keeps_its_counters_across_a_reload() {
+    let dir = TempDir::new("metrics-static");
+    let root = dir.path.join("root");
+    std::fs::create_dir(&root).expect("docroot");
+    std::fs::write(root.join("a.txt"), "a\n").expect("file");
+    let yaml = config(
+        "status_uri: /status",
+        &[&format!(
+            "incoming: static.test\ndocroot: {}",
+            root.display()
+        )],
+    );
+    let p = Proxy::start(&yaml);
+    let addr = p.client_addr();
+    for _ in 0..3 {
+        assert_eq!(get_once(addr, "static.test", "/a.txt").status, 200);
+    }
+    p.reload(&yaml).expect("the reload is accepted");
+    assert_eq!(get_once(addr, "static.test", "/a.txt").status, 200);
+    let m = Scraper::connect(addr).scrape();
+    assert_eq!(m.responses("static.test"), [0, 4, 0, 0, 0]);
+    assert_eq!(m.section("swiftiply_static_files_total", "static.test"), 4);
+}

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const T: Duration = Duration::from_secs(10);
+/// What a worker logs once it has taken the stop.
+const STOPPING: &str = "client connections with requests in flight";
 
 #[test]
 fn sigterm_lets_a_slow_request_in_flight_finish_and_exits_0() {
@@ -26,8 +28,10 @@ fn sigterm_lets_a_slow_request_in_flight_finish_and_exits_0() {
         slow.send(b"GET /sleep=700 HTTP/1.1\r\nHost: app.test\r\n\r\n");
         assert!(farm.wait_for(T, |s| s.target == "/sleep=700"));
         p.signal(sig);
+        // Every worker has taken the stop.
+        let workers = if top.is_empty() { 1 } else { 2 };
         assert!(
-            p.wait_for_log("stopping; no new connections", T),
+            p.wait_for_log_count(STOPPING, workers, T),
             "{}",
             p.stderr_text()
         );
@@ -97,7 +101,7 @@ fn shutdown_timeout_cuts_what_is_left_and_a_second_signal_stops_at_once() {
     c.send(b"GET /sleep=20000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
     assert!(farm.wait_for(T, |s| s.target == "/sleep=20000"));
     p.signal(libc::SIGTERM);
-    assert!(p.wait_for_log("stopping; no new connections", T));
+    assert!(p.wait_for_log(STOPPING, T));
     let started = Instant::now();
     p.signal(libc::SIGINT);
     let status = p.wait_exit(T).expect("exits on the second signal");
@@ -123,7 +127,7 @@ fn a_queued_request_and_one_just_sent_are_still_served_during_the_stop() {
     let mut c2 = Client::connect(p.client_addr());
     c2.send(b"GET /two HTTP/1.1\r\nHost: app.test\r\n\r\n");
     p.signal(libc::SIGTERM);
-    assert!(p.wait_for_log("stopping; no new connections", T));
+    assert!(p.wait_for_log(STOPPING, T));
 
     b.respond_echo(&req1);
     let r1 = c1.read_response(false);
@@ -132,7 +136,51 @@ fn a_queued_request_and_one_just_sent_are_still_served_during_the_stop() {
     b.respond_echo(&req2);
     let r2 = c2.read_response(false);
     assert!(r2.status == 200 && r2.body_contains("GET /two "), "{r2:?}");
-    assert!(r2.says_close());
+    assert!(r2.says_close(), "{r2:?}");
     let status = p.wait_exit(T).expect("exits once both are served");
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_connection_opened_just_before_the_stop_still_gets_its_request_served() {
+    let mut p = Proxy::start(&one_section("", ""));
+    let _farm = EchoFarm::start(p.backend_addr(0), "", 1, false);
+    assert!(p.wait_for_log(" joined section ", T));
+    // Connected, nothing sent yet: the client may be about to send.
+    let mut c = Client::connect(p.client_addr());
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_for_log(STOPPING, T));
+    c.send(b"GET /late HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let r = c.read_response(false);
+    assert!(r.status == 200 && r.body_contains("GET /late "), "{r:?}");
+    assert!(r.says_close(), "{r:?}");
+    let status = p.wait_exit(T).expect("exits after serving it");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_sighup_during_the_stop_is_ignored_and_the_backends_stay() {
+    let mut p = Proxy::start(&one_section("", ""));
+    let mut b = Backend::connect(p.backend_addr(0), &id12("hup", 1), "");
+    assert!(p.wait_for_log(" joined section ", T));
+    // A request in flight, and another whose head is half sent.
+    let mut c1 = Client::connect(p.client_addr());
+    c1.send(b"GET /one HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let req1 = b.expect_request();
+    let mut c2 = Client::connect(p.client_addr());
+    c2.send(b"GET /two HTTP/1.1\r\nHost: app");
+    p.signal(libc::SIGTERM);
+    assert!(p.wait_for_log(STOPPING, T));
+    p.signal(libc::SIGHUP);
+    assert!(p.wait_for_log("SIGHUP: ignored, the proxy is stopping", T));
+    c2.send(b".test\r\n\r\n");
+    b.respond_echo(&req1);
+    assert_eq!(c1.read_response(false).status, 200);
+    // The same backend, still pooled, serves the second one.
+    let req2 = b.expect_request();
+    b.respond_echo(&req2);
+    let r2 = c2.read_response(false);
+    assert!(r2.status == 200 && r2.body_contains("GET /two "), "{r2:?}");
+    assert_eq!(p.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert_eq!(p.log_count(" left section "), 0, "{}", p.stderr_text());
 }

@@ -70,6 +70,9 @@ pub struct ClientConn {
     pub corked: bool,
     /// The client half-closed after a complete request: read no more.
     pub read_closed: bool,
+    /// No request head has arrived on it yet (a graceful stop leaves such
+    /// a connection its chance to send one).
+    pub fresh: bool,
     pub phase: Phase,
     pub io: Option<Box<ClientIo>>,
     pub timer: TimerSlot,
@@ -89,6 +92,7 @@ impl ClientConn {
             hup: false,
             corked: false,
             read_closed: false,
+            fresh: true,
             phase: Phase::Head,
             io: None,
             timer: TimerSlot::default(),
@@ -160,30 +164,32 @@ impl ClientConn {
     /// Writes what is queued for the client, then any file body with
     /// `sendfile`. Err: the client is gone.
     pub fn flush_out(&mut self) -> io::Result<usize> {
-        let n = self.write_out()?;
+        let mut n = 0;
+        // What went out before an error counts too.
+        let res = self.write_out(&mut n);
         self.bytes_out += n as u64;
-        Ok(n)
+        res.map(|()| n)
     }
 
-    fn write_out(&mut self) -> io::Result<usize> {
+    /// Writes what it can, adding each write's bytes to `n` as it goes.
+    fn write_out(&mut self, n: &mut usize) -> io::Result<()> {
         let Some(io) = self.io.as_mut() else {
-            return Ok(0);
+            return Ok(());
         };
         // Good for this write only, whether or not it happens now.
         let more = std::mem::take(&mut io.more_soon);
         if !self.writable {
-            return Ok(0);
+            return Ok(());
         }
-        let mut n = 0;
         if let Some(pipe) = io.pipe.as_mut().filter(|p| p.held > 0) {
             match pipe.drain(self.sock.as_raw_fd(), false) {
-                Ok(wrote) => n += wrote,
+                Ok(wrote) => *n += wrote,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
             if pipe.held > 0 {
                 self.writable = false;
-                return Ok(n);
+                return Ok(());
             }
         }
         if !io.to_client.is_empty() {
@@ -196,7 +202,7 @@ impl ClientConn {
             if wrote > 0 {
                 self.corked = more;
             }
-            n += wrote;
+            *n += wrote;
             if let Flushed::Blocked = state {
                 self.writable = false;
             }
@@ -215,7 +221,7 @@ impl ClientConn {
         if self.writable && io.to_client.is_empty() && !io.owned.is_empty() {
             match (&self.sock).write(&io.owned[io.owned_sent..]) {
                 Ok(wrote) => {
-                    n += wrote;
+                    *n += wrote;
                     io.owned_sent += wrote;
                     if io.owned_sent == io.owned.len() {
                         io.owned.clear();
@@ -230,16 +236,16 @@ impl ClientConn {
         if self.writable && io.to_client.is_empty() {
             if let Some(f) = io.file.as_mut() {
                 let before = f.left;
-                let state = f.send(&self.sock)?;
-                n += (before - f.left) as usize;
-                match state {
+                let state = f.send(&self.sock);
+                *n += (before - f.left) as usize;
+                match state? {
                     Sent::Done => io.file = None,
                     Sent::Blocked => self.writable = false,
                     Sent::Yielded => {}
                 }
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Bytes (or a file) still to be written to the client?
@@ -471,7 +477,9 @@ impl ClientIo {
             }
         }
         // Replayable only while the whole request can stay within the
-        // limit; once it reaches it with more to come, it cannot.
+        // limit (and its buffer); once it reaches it with more to come, it
+        // cannot.
+        let sizelimit = sizelimit.min(self.inbuf.bytes().len());
         let used = ex.fwd - ex.req_start;
         let body_done = ex.body.as_ref().is_none_or(BodyScanner::is_done);
         if ex.retained && (used > sizelimit || (used == sizelimit && !body_done)) {

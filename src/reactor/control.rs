@@ -9,13 +9,15 @@
 //! A graceful stop (`Command::Stop`): the worker closes its listeners
 //! (new connections are refused by the kernel, or go to another process
 //! sharing the port), closes its idle keep-alive clients, and answers every
-//! request already received with `Connection: close`. Queued requests are
+//! request already received with `Connection: close`. A connection that has
+//! not sent its first request yet is left open (its client may be sending
+//! it) until it does, or until `header_timeout`. Queued requests are
 //! still served by the backends, which stay connected until then. The
 //! worker's loop ends when its last client connection has closed, or at
 //! the deadline (`shutdown_timeout`), when whatever is left is closed.
 
 use std::net::SocketAddr;
-use std::sync::mpsc::TryRecvError;
+use std::sync::mpsc::{Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +28,7 @@ use super::listener::Listener;
 use super::{Conn, Reactor};
 use crate::access_log::{AccessLog, Termination};
 use crate::config::Config;
+use crate::section::Section;
 
 pub(super) enum Command {
     Reload(Box<ReloadPlan>),
@@ -41,6 +44,10 @@ pub(super) struct ReloadPlan {
     pub(super) keep: Vec<(SocketAddr, Option<usize>)>,
     /// Listeners bound for this worker for addresses new in the config.
     pub(super) added: Vec<Listener>,
+    /// The config's sections, built for this worker.
+    pub(super) sections: Vec<Section>,
+    /// Told once the worker runs on the new config.
+    pub(super) applied: Sender<()>,
 }
 
 impl Reactor {
@@ -93,7 +100,7 @@ impl Reactor {
             .conns
             .iter()
             .filter_map(|(key, e)| match &e.conn {
-                Conn::Client(c) if c.is_idle() => Some(key),
+                Conn::Client(c) if c.is_idle() && !c.fresh => Some(key),
                 _ => None,
             })
             .collect();
@@ -122,6 +129,9 @@ impl Reactor {
             return false;
         };
         if self.open_clients == 0 {
+            if let Some(log) = self.access_log.as_mut() {
+                log.flush();
+            }
             info!("stopped: every request finished");
             return true;
         }

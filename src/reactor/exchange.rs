@@ -13,7 +13,7 @@ use log::{debug, info, warn};
 use super::backend::{BackendState, Unpaired};
 use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
 use super::splice::{self, Relayed};
-use super::{backend_in, client_in, outq, Conn, Pump, Reactor, Step};
+use super::{backend_in, client_in, outq, Conn, Entry, Pump, Reactor, Step};
 use crate::access_log::Termination;
 use crate::proto::body::{BodyError, BodyScanner};
 
@@ -120,11 +120,19 @@ impl Reactor {
     }
 
     pub(super) fn close_backend(&mut self, b: usize, why: Option<&str>) {
-        let Some(e) = self.conns.try_remove(b) else {
-            return;
-        };
-        let Conn::Backend(be) = e.conn else {
-            debug_assert!(false, "close_backend on a client");
+        match self.conns.get(b).map(|e| &e.conn) {
+            Some(Conn::Backend(_)) => {}
+            Some(Conn::Client(_)) => {
+                debug_assert!(false, "close_backend on a client");
+                return;
+            }
+            None => return,
+        }
+        let Some(Entry {
+            conn: Conn::Backend(be),
+            ..
+        }) = self.conns.try_remove(b)
+        else {
             return;
         };
         self.open_backends -= 1;

@@ -40,18 +40,18 @@ use crate::section::Section;
 
 impl Reactor {
     pub(super) fn reload(&mut self, plan: ReloadPlan) {
-        let ReloadPlan { cfg, keep, added } = plan;
-        let mut fresh = Vec::with_capacity(cfg.sections.len());
-        for s in &cfg.sections {
-            match Section::new(s.clone()) {
-                Ok(s) => fresh.push(s),
-                Err(e) => {
-                    // The supervisor opened the same directories a moment
-                    // ago; one vanished since.
-                    error!("reload: {e}; this worker keeps the config loaded before");
-                    return;
-                }
-            }
+        let ReloadPlan {
+            cfg,
+            keep,
+            added,
+            sections: mut fresh,
+            applied,
+        } = plan;
+        // However it goes, the supervisor waits for this worker no more.
+        let _applied = Applied(applied);
+        if self.stopping.is_some() {
+            // The supervisor sends none during a stop.
+            return;
         }
         let live = fresh.len();
 
@@ -83,9 +83,6 @@ impl Reactor {
             info!("reload: now listening on {}", l.addr);
             listeners.push(l);
         }
-        if self.stopping.is_some() {
-            listeners.clear();
-        }
         for (i, l) in listeners.iter_mut().enumerate() {
             if let Err(e) = self.poll.registry().register(
                 &mut l.sock,
@@ -103,9 +100,15 @@ impl Reactor {
             })
             .collect();
         self.listeners = listeners;
+        // A section without backend addresses (docroot only) is followed by
+        // the one of the same name.
         let successor: Vec<Option<usize>> = old_addrs
             .iter()
-            .map(|addrs| addrs.iter().find_map(|a| section_of.get(a).copied()))
+            .zip(&self.sections)
+            .map(|(addrs, s)| match s.cfg.outgoing.is_empty() {
+                false => addrs.iter().find_map(|a| section_of.get(a).copied()),
+                true => fresh.iter().position(|f| f.name == s.name),
+            })
             .collect();
 
         let mut old = std::mem::take(&mut self.sections);
@@ -266,5 +269,15 @@ impl Reactor {
                 info!("backend {} left section {section} ({why})", be.label());
             }
         }
+    }
+}
+
+/// Tells the supervisor, when dropped, that the worker is done with the
+/// reload.
+struct Applied(std::sync::mpsc::Sender<()>);
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }

@@ -14,7 +14,7 @@ use log::{debug, info};
 
 use super::client::{connection_line, Phase, ReadOutcome};
 use super::filesend::{conditions_of, FileSend, SavedConditions};
-use super::{client_in, Conn, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
+use super::{client_in, Conn, Entry, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::access_log::Termination;
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead};
@@ -117,6 +117,9 @@ impl Reactor {
 
     pub(super) fn on_request(&mut self, c: usize, mut head: RequestHead) -> Step {
         self.stats.requests += 1;
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            cl.fresh = false;
+        }
         if self.stopping.is_some() {
             // Stopping: this response is the connection's last, and says so.
             head.keep_alive = false;
@@ -197,20 +200,21 @@ impl Reactor {
         }
         let keep_conditions = sec.sendfile_root.is_some();
         let cfg = &sec.cfg;
-        let retain = cfg.redeployable
-            && match head.body {
-                RequestBody::None => head.len <= cfg.redeployment_sizelimit,
-                RequestBody::Length(n) => {
-                    (head.len as u64).saturating_add(n) <= cfg.redeployment_sizelimit as u64
-                }
-                RequestBody::Chunked => true,
-            };
+        let (redeployable, sizelimit) = (cfg.redeployable, cfg.redeployment_sizelimit);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
         let Some(io) = cl.io.as_mut() else {
             return Step::Gone;
         };
+        // A buffer taken before a reload raised the limit may be smaller.
+        let sizelimit = sizelimit.min(io.inbuf.bytes().len());
+        let retain = redeployable
+            && match head.body {
+                RequestBody::None => head.len <= sizelimit,
+                RequestBody::Length(n) => (head.len as u64).saturating_add(n) <= sizelimit as u64,
+                RequestBody::Chunked => true,
+            };
         let head_len = head.len;
         io.ex.begin(head, start, retain);
         if keep_conditions {
@@ -415,12 +419,20 @@ impl Reactor {
                 t.wait = t.start.map(|s| self.now.saturating_duration_since(s));
             }
         }
+        match self.conns.get(c).map(|e| &e.conn) {
+            Some(Conn::Client(_)) => {}
+            Some(Conn::Backend(_)) => {
+                debug_assert!(false, "close_client on a backend");
+                return;
+            }
+            None => return,
+        }
         self.close_tally(c, Termination::ClientClosed, false);
-        let Some(e) = self.conns.try_remove(c) else {
-            return;
-        };
-        let Conn::Client(cl) = e.conn else {
-            debug_assert!(false, "close_client on a backend");
+        let Some(Entry {
+            conn: Conn::Client(cl),
+            ..
+        }) = self.conns.try_remove(c)
+        else {
             return;
         };
         self.open_clients -= 1;
@@ -484,8 +496,9 @@ impl Reactor {
                 }
             }
             Phase::Local { .. } | Phase::Lingering => {
+                // A tally still open here: its response is not all written.
                 if let Some(t) = cl.tally() {
-                    t.end_as(Termination::ClientTimeout);
+                    t.termination = Some(Termination::ClientTimeout);
                 }
                 self.close_client(c);
                 Step::Gone

@@ -207,6 +207,7 @@ impl Reactor {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return;
         };
+        let unwritten = cl.has_output();
         let Some(io) = cl.io.as_mut() else {
             return;
         };
@@ -224,7 +225,17 @@ impl Reactor {
         let bytes_in = cl.bytes_in - ahead;
         cl.bytes_in = ahead;
         let bytes_out = std::mem::take(&mut cl.bytes_out);
-        let termination = t.termination.take().unwrap_or(default);
+        let mut termination = t.termination.take().unwrap_or(default);
+        // A response still being written when its connection ends was cut
+        // on the client's side (or by the stop), whatever its source.
+        let cut = matches!(default, Termination::ClientClosed | Termination::Shutdown);
+        let delivered = matches!(
+            termination,
+            Termination::Ok | Termination::Static | Termination::Local
+        );
+        if !goes_on && cut && delivered && unwritten {
+            termination = default;
+        }
         let status = t.status;
         let section = t.section.filter(|&s| s < self.sections.len());
         match section {

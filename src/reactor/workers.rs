@@ -79,6 +79,8 @@ struct Prepared {
     cfg: Config,
     /// New listeners, one list per worker.
     added: PerWorker,
+    /// The new sections, one set per worker (their directories opened).
+    sections: Vec<Vec<Section>>,
     /// The listeners that stay, by bound address, with their new role.
     keep: Vec<(SocketAddr, Option<usize>)>,
 }
@@ -214,9 +216,10 @@ impl Workers {
                 },
             };
             match event {
-                Event::Signal(libc::SIGHUP) => match config {
-                    Some(path) => self.reload(path),
-                    None => warn!(
+                Event::Signal(libc::SIGHUP) => match (config, stopping) {
+                    (_, Some(_)) => warn!("SIGHUP: ignored, the proxy is stopping"),
+                    (Some(path), None) => self.reload(path),
+                    (None, None) => warn!(
                         "SIGHUP: running on the built-in default config, there is no file to reload"
                     ),
                 },
@@ -235,13 +238,13 @@ impl Workers {
                         return Ended::StoppedNow;
                     }
                     let timeout = self.cfg.shutdown_timeout;
+                    let deadline = Instant::now() + timeout;
+                    stopping = Some((deadline, 0));
+                    self.send_all(|| Command::Stop { deadline });
                     info!(
                         "{name}: stopping; no new connections, requests in flight have {}s to finish",
                         timeout.as_secs()
                     );
-                    let deadline = Instant::now() + timeout;
-                    stopping = Some((deadline, 0));
-                    self.send_all(|| Command::Stop { deadline });
                 }
                 Event::Exit(exit) => match &mut stopping {
                     Some((_, stopped)) if exit.clean => {
@@ -272,17 +275,45 @@ impl Workers {
     /// what changes in place). Otherwise logs why and keeps the old one.
     fn reload(&mut self, path: &Path) {
         match self.prepare_reload(path) {
-            Ok(Prepared { cfg, added, keep }) => {
+            Ok(Prepared {
+                cfg,
+                added,
+                sections,
+                keep,
+            }) => {
                 let cfg = Arc::new(cfg);
-                let mut per_worker = added.into_iter();
+                let mut per_worker = added.into_iter().zip(sections);
+                let (applied, acks) = mpsc::channel();
                 self.send_all(|| {
+                    let (added, sections) = per_worker.next().unwrap_or_default();
                     Command::Reload(Box::new(ReloadPlan {
                         cfg: cfg.clone(),
                         keep: keep.clone(),
-                        added: per_worker.next().unwrap_or_default(),
+                        added,
+                        sections,
+                        applied: applied.clone(),
                     }))
                 });
+                drop(applied);
+                // "Reloaded" means every worker runs on the new config.
+                let deadline = Instant::now() + RELOAD_WAIT;
+                let mut done = 0;
+                while done < self.count {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match acks.recv_timeout(left) {
+                        Ok(()) => done += 1,
+                        Err(_) => break,
+                    }
+                }
                 RELOADS.fetch_add(1, Ordering::Relaxed);
+                if done < self.count {
+                    warn!(
+                        "SIGHUP: {} of {} workers took the new config within {}s; the others will when they next wake",
+                        done,
+                        self.count,
+                        RELOAD_WAIT.as_secs()
+                    );
+                }
                 info!("SIGHUP: reloaded {}", path.display());
             }
             Err(e) => {
@@ -296,10 +327,17 @@ impl Workers {
     /// it: the new config, its sections' directories, its new listeners.
     fn prepare_reload(&mut self, path: &Path) -> Result<Prepared, String> {
         let mut cfg = Config::load(path).map_err(|e| e.to_string())?;
-        for s in &cfg.sections {
-            Section::new(s.clone())?;
-        }
         keep_restart_only(&self.cfg, &mut cfg);
+        // Built here, one set for each worker, so that nothing of a
+        // reload can fail in a worker once it is decided.
+        let sections = (0..self.count)
+            .map(|_| {
+                cfg.sections
+                    .iter()
+                    .map(|s| Section::new(s.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (mut added, doors) =
             bind_listeners(&cfg, self.count, &self.doors).map_err(|e| e.to_string())?;
         share_backend_listeners(&mut added, &self.wakers);
@@ -311,7 +349,12 @@ impl Workers {
             .collect();
         self.cfg = cfg.clone();
         self.doors = doors;
-        Ok(Prepared { cfg, added, keep })
+        Ok(Prepared {
+            cfg,
+            added,
+            sections,
+            keep,
+        })
     }
 }
 
@@ -418,6 +461,10 @@ impl Bound {
         })
     }
 }
+
+/// How long the supervisor waits for every worker to take a reload before
+/// it reports it done.
+const RELOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// Reloads that succeeded, and those that failed (the config was invalid
 /// or a listener could not be bound), for the metrics.
