@@ -41,6 +41,25 @@ const HEIGHT: u32 = 900;
 /// `.queue-depth.waiting`'s background (#d9480f) in `src/status/html.rs`.
 const WAITING_RGB: [u8; 3] = [0xd9, 0x48, 0x0f];
 
+/// The screenshot is the window's size, not blank, and shows the
+/// queue-depth highlight of a section with requests waiting.
+fn assert_screenshot_shows_a_waiting_queue(png: &Png, dir: &Path) {
+    assert_eq!((png.width, png.height), (WIDTH, HEIGHT), "screenshot size");
+    let colours = png.distinct_colours();
+    assert!(
+        colours >= 50,
+        "the screenshot looks blank: {colours} distinct colours (see {})",
+        dir.display()
+    );
+    let highlight = png.count(WAITING_RGB);
+    assert!(
+        highlight >= 3000,
+        "the queue-depth highlight #d9480f covers {highlight} pixels, expected a box of at \
+         least 3000 (see {})",
+        dir.display()
+    );
+}
+
 #[test]
 fn the_status_page_renders_in_headless_chromium() {
     let started = Instant::now();
@@ -54,20 +73,7 @@ fn the_status_page_renders_in_headless_chromium() {
 
     let (png, dom) = render_in_chromium(&format!("file://{}", page.display()), &dir.path);
 
-    assert_eq!((png.width, png.height), (WIDTH, HEIGHT), "screenshot size");
-    let colours = png.distinct_colours();
-    assert!(
-        colours >= 50,
-        "the screenshot looks blank: {colours} distinct colours (see {})",
-        dir.path.display()
-    );
-    let highlight = png.count(WAITING_RGB);
-    assert!(
-        highlight >= 3000,
-        "the queue-depth highlight #d9480f covers {highlight} pixels, expected a box of at \
-         least 3000 (see {})",
-        dir.path.display()
-    );
+    assert_screenshot_shows_a_waiting_queue(&png, &dir.path);
 
     for id in ["id=\"summary\"", "id=\"section-0\"", "id=\"section-1\""] {
         assert!(dom.contains(id), "the DOM lacks {id}:\n{dom}");
@@ -171,20 +177,7 @@ fn a_running_proxy_serves_its_status_page_to_headless_chromium() {
 
     let (png, dom) = render_in_chromium(&format!("http://{addr}/status?html"), &dir.path);
 
-    assert_eq!((png.width, png.height), (WIDTH, HEIGHT), "screenshot size");
-    let colours = png.distinct_colours();
-    assert!(
-        colours >= 50,
-        "the screenshot looks blank: {colours} distinct colours (see {})",
-        dir.path.display()
-    );
-    let highlight = png.count(WAITING_RGB);
-    assert!(
-        highlight >= 3000,
-        "the queue-depth highlight #d9480f covers {highlight} pixels, expected a box of at \
-         least 3000 (see {})",
-        dir.path.display()
-    );
+    assert_screenshot_shows_a_waiting_queue(&png, &dir.path);
     assert!(
         dom.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
         "no meta refresh:\n{dom}"
