@@ -345,3 +345,25 @@ fn a_reload_gives_a_section_a_docroot_and_a_new_timeout() {
     assert_eq!(held.read_response(false).status, 200);
     p.assert_alive();
 }
+
+#[test]
+fn settings_that_shape_the_process_wait_for_a_restart_and_say_so() {
+    let mut p = Proxy::start(&one_section("", ""));
+    let backend = p.backend_addr(0);
+    let _farm = EchoFarm::start(backend, "", 1, false);
+    wait_joined(&p, 1);
+    p.reload(&config(
+        "workers: 2\nreuseport: true",
+        &[&section("app.test", &backend.to_string(), "default: true")],
+    ))
+    .expect("the rest of the config is reloaded");
+    let log = p.stderr_text();
+    for key in ["workers", "reuseport"] {
+        let line =
+            format!("SIGHUP: `{key}` changed; it takes effect only when the proxy is restarted");
+        assert!(log.contains(&line), "{line}\n{log}");
+    }
+    assert!(!log.contains("worker 1"), "a second worker started:\n{log}");
+    assert_eq!(get_once(p.client_addr(), "app.test", "/").status, 200);
+    p.assert_alive();
+}

@@ -374,13 +374,15 @@ fn keep_restart_only(old: &Config, new: &mut Config) {
         workers,
         cpu_affinity,
         reuseport,
-        daemonize,
         pidfile,
         user,
         group,
         ssl,
         log_level
     );
+    // The process is detached or not already (`-d` may have said so rather
+    // than the file): there is nothing to warn about.
+    new.daemonize = old.daemonize;
     for name in kept {
         warn!("SIGHUP: `{name}` changed; it takes effect only when the proxy is restarted");
     }
