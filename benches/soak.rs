@@ -281,9 +281,12 @@ struct Sample {
 
 /// The soak's verdict: RSS and descriptors flat, no error.
 fn report(samples: &[Sample], requests: u64, errors: u64, wrong: u64) -> bool {
-    // The first sample after a minute of load is the baseline (pools and
-    // buffers have grown to their working size by then).
-    let base = samples.iter().find(|s| s.secs >= 60).or(samples.first());
+    // The baseline is the first sample after a minute of load (a third of
+    // a shorter run): pools and buffers have grown to their working size
+    // by then, and every client is connected.
+    let total = samples.last().map_or(0, |s| s.secs);
+    let settled = 60.min(total / 3).max(1);
+    let base = samples.iter().find(|s| s.secs >= settled);
     let (Some(base), Some(last)) = (base, samples.last()) else {
         println!("no samples");
         return false;
