@@ -673,8 +673,10 @@ fn a_response_sent_with_the_handshake_answers_no_one() {
         hostile.is_closed(T),
         "the proxy kept a backend that answered before it was asked"
     );
+    // Refused at the default log level, with the reason.
     assert!(
-        p.wait_for_log("sent bytes after its handshake", T),
+        p.wait_for_log("refused a backend handshake from 127.0.0.1", T)
+            && p.wait_for_log("sent bytes after its handshake, before any request", T),
         "no reason logged:\n{}",
         p.stderr_text()
     );

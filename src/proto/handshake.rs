@@ -49,6 +49,10 @@ pub enum HandshakeError {
     BadId,
     BadKeyLength,
     WrongKey,
+    /// Bytes followed the handshake before any request was sent: the
+    /// backend is out of step with the protocol (the reactor decides this;
+    /// `parse` never returns it).
+    BytesAfter,
 }
 
 impl fmt::Display for HandshakeError {
@@ -58,6 +62,7 @@ impl fmt::Display for HandshakeError {
             HandshakeError::BadId => "backend id is not 12 printable ASCII characters",
             HandshakeError::BadKeyLength => "key length is not two hex digits",
             HandshakeError::WrongKey => "wrong key",
+            HandshakeError::BytesAfter => "sent bytes after its handshake, before any request",
         })
     }
 }

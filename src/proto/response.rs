@@ -13,6 +13,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::body::BodyError;
+use super::packet::PacketError;
 use super::{has_token, line_end, offset_in, parse_length};
 
 const MAX_HEADERS: usize = 100;
@@ -110,6 +112,10 @@ enum LineKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseError {
     Malformed,
+    /// The body's chunked framing is broken (after the head was relayed).
+    Body(BodyError),
+    /// A packet length is not 8 digits nor the terminator.
+    Packet(PacketError),
     BadLength,
     LengthAndChunked,
     SwitchingProtocols,
@@ -119,7 +125,9 @@ pub enum ResponseError {
 
 impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        let text = match self {
+            ResponseError::Body(e) => return write!(f, "response body: {e}"),
+            ResponseError::Packet(e) => return write!(f, "response packets: {e}"),
             ResponseError::Malformed => "malformed response head",
             ResponseError::BadLength => "invalid or conflicting Content-Length",
             ResponseError::LengthAndChunked => "both Content-Length and Transfer-Encoding",
@@ -128,7 +136,8 @@ impl fmt::Display for ResponseError {
                 "too many Connection, Keep-Alive or framing headers"
             }
             ResponseError::TooLarge => "response head larger than the buffer",
-        })
+        };
+        f.write_str(text)
     }
 }
 

@@ -115,7 +115,7 @@ impl BackendConn {
                         Ok(None) => {}
                         Ok(Some((id, used))) => {
                             if used < *len {
-                                return Unpaired::Close("sent bytes after its handshake");
+                                return Unpaired::Refused(HandshakeError::BytesAfter);
                             }
                             self.id = Some(id);
                             self.state = BackendState::Idle;

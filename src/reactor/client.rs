@@ -645,7 +645,7 @@ impl ClientIo {
                     }
                     let n = scanner
                         .scan(&data[ex.resp_parse..])
-                        .map_err(|_| ResponseError::Malformed)?;
+                        .map_err(ResponseError::Body)?;
                     ex.resp_parse += n;
                 }
                 RespState::DiscardPackets(decoder) => {
@@ -658,7 +658,7 @@ impl ClientIo {
                     }
                     let (n, _) = decoder
                         .decode(&data[ex.resp_parse..])
-                        .map_err(|_| ResponseError::Malformed)?;
+                        .map_err(ResponseError::Packet)?;
                     ex.resp_parse += n;
                 }
                 RespState::Dechunk(scanner) => {
@@ -670,9 +670,7 @@ impl ClientIo {
                         return Ok(());
                     }
                     let at = ex.resp_parse;
-                    let (n, data) = scanner
-                        .decode(&data[at..])
-                        .map_err(|_| ResponseError::Malformed)?;
+                    let (n, data) = scanner.decode(&data[at..]).map_err(ResponseError::Body)?;
                     if let Some(r) = data {
                         q.push_buf(at + r.start..at + r.end);
                     }
@@ -688,7 +686,7 @@ impl ClientIo {
                     }
                     let n = scanner
                         .scan(&data[ex.resp_parse..])
-                        .map_err(|_| ResponseError::Malformed)?;
+                        .map_err(ResponseError::Body)?;
                     q.push_buf(ex.resp_parse..ex.resp_parse + n);
                     ex.resp_parse += n;
                     if scanner.is_done() {
@@ -700,9 +698,7 @@ impl ClientIo {
                         return Ok(());
                     }
                     let at = ex.resp_parse;
-                    let (n, event) = decoder
-                        .decode(&data[at..])
-                        .map_err(|_| ResponseError::Malformed)?;
+                    let (n, event) = decoder.decode(&data[at..]).map_err(ResponseError::Packet)?;
                     ex.resp_parse += n;
                     match event {
                         Some(PacketEvent::Payload(r)) => {
