@@ -25,6 +25,9 @@ pub(super) const DEFAULT_LOG_LEVEL: u8 = 2;
 pub(super) const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
 pub(super) const MIN_MAX_HEADER_BYTES: u64 = 1024;
 pub(super) const MAX_MAX_HEADER_BYTES: u64 = 1_048_576;
+/// `max_connections` beyond this is a typo: no worker holds ten million
+/// client connections.
+pub(super) const MAX_MAX_CONNECTIONS: u64 = 10_000_000;
 pub(super) const DEFAULT_REDEPLOYMENT_SIZELIMIT: usize = 16384;
 /// A redeployable request is replayed from the single connection buffer that
 /// holds it, so it can be no larger than that buffer.
@@ -62,6 +65,7 @@ pub(super) fn config() -> Config {
         handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         max_body_bytes: None,
+        max_connections: None,
         workers: DEFAULT_WORKERS,
         cpu_affinity: false,
         reuseport: false,

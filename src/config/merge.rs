@@ -16,7 +16,7 @@ use super::builtin::{
     default_cache_extensions, DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEALTH_URI, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_SHUTDOWN_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, MAX_KEY_BYTES, MAX_MAX_HEADER_BYTES,
+    DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, MAX_KEY_BYTES, MAX_MAX_CONNECTIONS, MAX_MAX_HEADER_BYTES,
     MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
 };
 use super::cross_checks;
@@ -252,6 +252,16 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         )));
     }
 
+    if let Some(n) = raw.max_connections {
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
+            return Err(err(format!(
+                "max_connections: {n} is out of range; give the most client connections \
+                 one worker keeps open, from 1 to {MAX_MAX_CONNECTIONS}, or leave the key \
+                 out for no limit"
+            )));
+        }
+    }
+
     // Logger: the top-level one, else `defaults.logger`.
     let defaults = raw.defaults.unwrap_or_default();
     section_legacy(origin, "defaults", &defaults)?;
@@ -316,6 +326,7 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         handshake_timeout: seconds_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: max_header_bytes as usize,
         max_body_bytes: raw.max_body_bytes,
+        max_connections: raw.max_connections.map(|n| n as usize),
         workers: raw.workers.map_or(DEFAULT_WORKERS, |w| w.0),
         cpu_affinity: raw.cpu_affinity.is_some_and(|f| f.0),
         reuseport: raw.reuseport.is_some_and(|f| f.0),

@@ -70,6 +70,10 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// `max_body_bytes`: request body limit (413); None = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `max_connections`: open client connections per worker; at the limit
+    /// the worker stops accepting and new connections wait in the kernel's
+    /// backlog. None = unlimited.
+    pub max_connections: Option<usize>,
     /// `workers`: event loops (threads) in this process, 1..=1024. With more
     /// than one, each has its own client listeners (SO_REUSEPORT) and its own
     /// share of the backend connections.

@@ -72,6 +72,9 @@ fn to_value(cfg: &Config) -> Value {
     if let Some(b) = cfg.max_body_bytes {
         m.insert(s("max_body_bytes"), Value::from(b));
     }
+    if let Some(n) = cfg.max_connections {
+        m.insert(s("max_connections"), Value::from(n as u64));
+    }
     m.insert(s("workers"), Value::from(cfg.workers as u64));
     m.insert(s("cpu_affinity"), Value::Bool(cfg.cpu_affinity));
     m.insert(s("reuseport"), Value::Bool(cfg.reuseport));

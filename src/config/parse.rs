@@ -33,6 +33,7 @@ const TOP_KEYS: &[&str] = &[
     "handshake_timeout",
     "max_header_bytes",
     "max_body_bytes",
+    "max_connections",
     "workers",
     "cpu_affinity",
     "reuseport",
@@ -78,6 +79,9 @@ fn unknown_key_hint(key: &str, in_section: bool) -> Option<String> {
         }
         "reuse_port" | "so_reuseport" => Some("the key is spelled `reuseport`"),
         "affinity" | "cpu_pinning" | "pin_cpus" => Some("the key is `cpu_affinity`"),
+        "maxconn" | "max_conns" | "max_clients" | "worker_connections" | "connection_limit" => {
+            Some("the limit of open client connections per worker is `max_connections`")
+        }
         "backup" | "manager" => Some("this classic key never worked and is not supported"),
         _ => None,
     };

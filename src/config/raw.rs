@@ -45,6 +45,7 @@ pub(super) struct RawTop {
     pub(super) handshake_timeout: Option<Secs>,
     pub(super) max_header_bytes: Option<u64>,
     pub(super) max_body_bytes: Option<u64>,
+    pub(super) max_connections: Option<u64>,
     pub(super) workers: Option<WorkerCount>,
     pub(super) cpu_affinity: Option<Flag>,
     pub(super) reuseport: Option<Flag>,

@@ -682,3 +682,33 @@ fn splice_is_on_unless_turned_off() {
     let e = load_err(&format!("{MINIMAL}splice: maybe\n"));
     assert!(e.contains("splice") && e.contains("line 6"), "{e}");
 }
+
+#[test]
+fn max_connections_is_unlimited_unless_given_and_checked() {
+    assert_eq!(load(MINIMAL).max_connections, None);
+    assert_eq!(Config::builtin_default().max_connections, None);
+    let c = load(&format!("{MINIMAL}max_connections: 50\n"));
+    assert_eq!(c.max_connections, Some(50));
+    assert!(c.to_yaml().contains("max_connections: 50"));
+    assert_eq!(Config::from_yaml_str(&c.to_yaml(), "x").unwrap(), c);
+    let c = load(&format!("{MINIMAL}max_connections: 10000000\n"));
+    assert_eq!(c.max_connections, Some(10_000_000));
+    for bad in ["0", "10000001"] {
+        let e = load_err(&format!("{MINIMAL}max_connections: {bad}\n"));
+        assert!(
+            e.contains("max_connections") && e.contains("1 to 10000000") && e.contains("no limit"),
+            "{bad}: {e}"
+        );
+    }
+    for bad in ["-1", "many", "2.5"] {
+        let e = load_err(&format!("{MINIMAL}max_connections: {bad}\n"));
+        assert!(
+            e.contains("max_connections") && e.contains("line 6"),
+            "{bad}: {e}"
+        );
+    }
+    let e = load_err(&format!("{MINIMAL}worker_connections: 100\n"));
+    assert!(e.contains("`max_connections`"), "{e}");
+    let e = load_err(&format!("{MINIMAL}    max_connections: 100\n"));
+    assert!(e.contains("top-level key"), "{e}");
+}

@@ -4,7 +4,19 @@
 //! `outgoing` address of a section is a backend listener for that section.
 //! Accepting drains the backlog until it would block. Running out of file
 //! descriptors pauses accepting for a moment (the kernel backlog holds the
-//! waiting connections) instead of spinning.
+//! waiting connections) instead of spinning; a shortage is one warning, and
+//! its end one info line, not a line per retry.
+//!
+//! `max_connections`: a worker with that many open client connections stops
+//! accepting clients (backends are not counted or limited). New clients wait
+//! in the kernel's backlog, and once it is full the kernel pushes back on
+//! them. Listeners are edge-triggered, so one not drained is not reported
+//! again until another connection arrives: when a client connection closes
+//! and the count drops below the limit, the loop (`mod.rs`) accepts again
+//! itself (`resume_clients_if_room`). A listener event while full costs one
+//! comparison, never a spin. Reaching the limit is a warning at most once
+//! a minute (with how often it was reached meanwhile), not once per
+//! connection.
 //!
 //! With several workers (`workers.rs`) each has its own client listeners
 //! (SO_REUSEPORT: the kernel spreads client connections) and a copy of each
@@ -17,8 +29,9 @@ use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
@@ -26,6 +39,9 @@ use super::backend::BackendConn;
 use super::balance::{BackendShare, BackendSlot};
 use super::client::ClientConn;
 use super::{Conn, Entry, Reactor, ACCEPT_RETRY};
+
+/// The shortest time between two "max_connections reached" warnings.
+const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// Connections the kernel queues on a listener before the proxy accepts
 /// them (capped by `net.core.somaxconn`); the value mio and nginx-class
@@ -59,6 +75,26 @@ impl Listener {
             share: None,
         })
     }
+}
+
+/// Whether a worker takes new client connections, and what it has said
+/// about it.
+///
+/// Invariant: `full` only while `max_connections` is set and was reached;
+/// it is cleared (and the client listeners accepted from) by
+/// `resume_clients_if_room` as soon as the count is below the limit.
+#[derive(Default)]
+pub(super) struct Admission {
+    /// At `max_connections`: client listeners are left undrained.
+    full: bool,
+    /// This stop was warned about, so its end is logged too.
+    warned: bool,
+    /// The last warning, and the stops not warned about since.
+    last_warning: Option<Instant>,
+    unwarned: u64,
+    /// `accept` failed for lack of descriptors (or memory) and has not
+    /// succeeded since: warned once, not at every retry.
+    exhausted: bool,
 }
 
 /// Where an accepted backend connection came in, for `add_conn`.
@@ -193,8 +229,13 @@ impl Reactor {
             return;
         }
         let shared = self.listeners[li].share.clone();
+        let client = matches!(self.listeners[li].kind, ListenerKind::Client);
         let mut took = false;
         loop {
+            if client && self.at_client_limit() {
+                self.stop_accepting_clients();
+                return;
+            }
             if let Some(share) = &shared {
                 if !share.may_accept(self.worker) {
                     if took {
@@ -206,6 +247,9 @@ impl Reactor {
             let res = self.listeners[li].sock.accept();
             match res {
                 Ok((sock, peer)) => {
+                    if std::mem::take(&mut self.admission.exhausted) {
+                        info!("accepting connections again: descriptors are available");
+                    }
                     let _ = sock.set_nodelay(true);
                     let l = &self.listeners[li];
                     let kind = match l.kind {
@@ -223,10 +267,17 @@ impl Reactor {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_resource_exhaustion(&e) => {
-                    warn!(
-                        "accept on {} failed: {e}; retrying shortly",
-                        self.listeners[li].addr
-                    );
+                    if std::mem::replace(&mut self.admission.exhausted, true) {
+                        debug!("accept on {}: {e}; retrying", self.listeners[li].addr);
+                    } else {
+                        warn!(
+                            "accept on {} failed: {e}; new connections wait in the kernel's \
+                             backlog, retried every {} ms until descriptors are free \
+                             (raise the limit with `ulimit -n` or LimitNOFILE=)",
+                            self.listeners[li].addr,
+                            ACCEPT_RETRY.as_millis()
+                        );
+                    }
                     self.listeners[li].paused = true;
                     self.accept_retry = Some(self.now + ACCEPT_RETRY);
                     return;
@@ -240,6 +291,64 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// Whether this worker holds `max_connections` client connections.
+    fn at_client_limit(&self) -> bool {
+        self.limits
+            .max_connections
+            .is_some_and(|max| self.open_clients >= max)
+    }
+
+    /// The client limit is reached: client listeners are left as they are
+    /// until `resume_clients_if_room`.
+    fn stop_accepting_clients(&mut self) {
+        let a = &mut self.admission;
+        if a.full {
+            return;
+        }
+        a.full = true;
+        let due = a
+            .last_warning
+            .is_none_or(|t| self.now.saturating_duration_since(t) >= LIMIT_WARNING_EVERY);
+        a.warned = due;
+        if !due {
+            a.unwarned += 1;
+            return;
+        }
+        let meanwhile = match std::mem::take(&mut a.unwarned) {
+            0 => String::new(),
+            n => format!(" (and {n} more times since the last warning)"),
+        };
+        a.last_warning = Some(self.now);
+        warn!(
+            "max_connections reached: {} open client connections; new clients wait in \
+             the kernel's backlog until one closes{meanwhile}",
+            self.open_clients
+        );
+    }
+
+    /// Accepts clients again once the count is below `max_connections` (a
+    /// connection closed, or a reload raised or removed the limit): the
+    /// listeners will not report the connections already waiting.
+    pub(super) fn resume_clients_if_room(&mut self) {
+        if !self.admission.full || self.at_client_limit() {
+            return;
+        }
+        self.admission.full = false;
+        if std::mem::take(&mut self.admission.warned) {
+            info!(
+                "below max_connections ({} open client connections): accepting clients again",
+                self.open_clients
+            );
+        }
+        for li in 0..self.listeners.len() {
+            let l = &self.listeners[li];
+            if matches!(l.kind, ListenerKind::Client) && !l.paused {
+                self.accept(li);
+            }
+        }
+        debug_assert!(!self.admission.full || self.at_client_limit());
     }
 
     /// Another worker asked this one to look at its backend listeners

@@ -66,7 +66,7 @@ use control::Command;
 use timer::Timers;
 
 pub use listener::BindError;
-use listener::{Listener, ListenerKind};
+use listener::{Admission, Listener, ListenerKind};
 pub use workers::{current_worker, Bound, Ended, WorkerExit, Workers};
 
 /// Listener tokens live above every slab key.
@@ -110,6 +110,9 @@ struct Limits {
     handshake_timeout: Duration,
     max_header_bytes: usize,
     max_body_bytes: Option<u64>,
+    /// `max_connections`: open client connections at which this worker
+    /// stops accepting (`listener.rs`).
+    max_connections: Option<usize>,
     health_uri: String,
     /// `status_uri`: metrics and the status page (`metrics.rs`).
     status_uri: Option<String>,
@@ -125,6 +128,7 @@ impl Limits {
             handshake_timeout: cfg.handshake_timeout,
             max_header_bytes: cfg.max_header_bytes,
             max_body_bytes: cfg.max_body_bytes,
+            max_connections: cfg.max_connections,
             health_uri: cfg.health_check_uri.clone(),
             status_uri: cfg.status_uri.clone(),
         }
@@ -209,6 +213,9 @@ pub struct Reactor {
     /// The list being worked through (kept to reuse its allocation).
     deferring: Vec<usize>,
     accept_retry: Option<Instant>,
+    /// Whether client listeners are accepted from (`max_connections`, out
+    /// of descriptors), and what was logged about it.
+    admission: Admission,
     now: Instant,
     /// This reactor's index among the process's workers (0 with one).
     worker: usize,
@@ -282,6 +289,7 @@ impl Reactor {
             deferred: Vec::new(),
             deferring: Vec::new(),
             accept_retry: None,
+            admission: Admission::default(),
             splice: cfg.splice,
             now: Instant::now(),
             worker,
@@ -375,6 +383,10 @@ impl Reactor {
                     }
                 }
             }
+            // After every close of this turn, never from `close_client`
+            // itself: a slab key must not be reused while its closer may
+            // still look it up.
+            self.resume_clients_if_room();
         }
     }
 
