@@ -15,12 +15,16 @@
 //!   formatted into a buffer and written in batches of whole lines.
 //! - `daemon`: daemon mode, the pid file and dropping root, between binding
 //!   the listeners and starting the workers.
+//! - `fuzzing`: the invariant checks the fuzz targets (`fuzz/`) and
+//!   `tests/fuzz_regressions.rs` run over arbitrary bytes; not an API.
 
 pub mod access_log;
 pub mod backend;
 pub mod bridge;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod proto;
 pub mod reactor;
 pub mod router;

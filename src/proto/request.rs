@@ -167,15 +167,19 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     };
 
     let (absolute_rest, authority) = split_absolute(buf, &target);
-    let host = match (&authority, host_hdr) {
-        (Some(a), _) => Some(strip_port(buf, a.clone())?),
-        (None, Some(v)) => {
+    // The Host header is checked even when an absolute-form authority is
+    // the routing host: the backend still receives it.
+    let header_host = host_hdr
+        .map(|v| {
             let v0 = offset_in(buf, v);
             let trimmed = v.trim_ascii();
             let start = v0 + (trimmed.as_ptr() as usize - v.as_ptr() as usize);
-            Some(strip_port(buf, start..start + trimmed.len())?)
-        }
-        (None, None) => None,
+            strip_port(buf, start..start + trimmed.len())
+        })
+        .transpose()?;
+    let host = match &authority {
+        Some(a) => Some(strip_port(buf, a.clone())?),
+        None => header_host,
     };
     if minor == 1 && host_hdr.is_none() {
         return Err(RequestError::Bad("HTTP/1.1 request without a Host header"));
@@ -282,6 +286,8 @@ fn strip_port(buf: &[u8], r: Range<usize>) -> Result<Range<usize>, RequestError>
 /// parser has already accepted; `None` if there is none.
 pub fn find_header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
     head.split(|&b| b == b'\n')
+        // Blank lines before the request line, which the parser skips too.
+        .skip_while(|line| line.is_empty() || *line == b"\r")
         .skip(1) // the request line
         .take_while(|line| !line.is_empty() && *line != b"\r")
         .find_map(|line| {
@@ -414,6 +420,30 @@ mod tests {
         assert_eq!(find_header(head, "HOST"), Some(&b"a"[..]));
         assert_eq!(find_header(head, "body"), None);
         assert_eq!(find_header(b"GET / HTTP/1.0\n\n", "host"), None);
+    }
+
+    #[test]
+    fn headers_are_found_after_blank_lines_before_the_request_line() {
+        // Found by fuzzing: the parser skips these lines, `find_header` took
+        // the first one for the request line and saw no headers.
+        let head = b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\r\n";
+        assert_eq!(ok(std::str::from_utf8(head).unwrap()).len, head.len());
+        assert_eq!(find_header(head, "range"), Some(&b"bytes=0-1"[..]));
+        assert_eq!(find_header(head, "host"), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn an_invalid_host_header_is_refused_behind_an_absolute_target() {
+        // Found by fuzzing: the authority routed the request, and the Host
+        // header the backend receives was never checked.
+        let s = "GET https://[::1]:8443?[x HTTP/1.1\r\nHost: [::?].0.\r\n\r\n";
+        assert_eq!(err(s), RequestError::Bad("invalid character in Host"));
+        let s = "GET http://a.example/ HTTP/1.1\r\nHost: a b\r\n\r\n";
+        assert_eq!(err(s).status(), 400);
+        assert_eq!(
+            host("GET http://a.example/ HTTP/1.1\r\nHost: b.example:81\r\n\r\n").unwrap(),
+            "a.example"
+        );
     }
 
     #[test]

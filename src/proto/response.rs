@@ -223,9 +223,6 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
         }
     }
     let no_body = request_is_head || head.is_interim() || status == 204 || status == 304;
-    if te_seen && length.is_some() && !packets {
-        return Err(ResponseError::LengthAndChunked);
-    }
     head.body = if no_body {
         ResponseBody::None
     } else if packets {
@@ -239,6 +236,12 @@ pub fn parse(buf: &[u8], request_is_head: bool) -> Result<Option<ResponseHead>, 
     } else {
         ResponseBody::UntilClose
     };
+    // Both framings at once are refused, except in packet mode, where the
+    // proxy removes both lines and frames the body itself. A response
+    // without a body keeps its lines, so the exception does not hold there.
+    if te_seen && length.is_some() && head.body != ResponseBody::Packets {
+        return Err(ResponseError::LengthAndChunked);
+    }
     Ok(Some(head))
 }
 
@@ -470,6 +473,31 @@ mod tests {
             client_view(s, &h, &p),
             "HTTP/1.1 200 OK\nX-A: b\nContent-Length: 0\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn both_framings_are_refused_where_packet_mode_does_not_remove_them() {
+        // Found by fuzzing: a 204 (or a response to HEAD) keeps its framing
+        // lines, so the packet-mode exception relayed both to the client.
+        let both =
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\nX-Swiftiply-Close: 1\r\n\r\n";
+        for status in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let s = format!("HTTP/1.1 {status}\r\n{both}");
+            assert_eq!(
+                parse(s.as_bytes(), false),
+                Err(ResponseError::LengthAndChunked),
+                "{status}"
+            );
+        }
+        let s = format!("HTTP/1.1 200 OK\r\n{both}");
+        assert_eq!(
+            parse(s.as_bytes(), true),
+            Err(ResponseError::LengthAndChunked)
+        );
+        let h = head(&s);
+        assert_eq!(h.body, ResponseBody::Packets);
+        let view = client_view(&s, &h, &plan(&h, 1, true)).to_ascii_lowercase();
+        assert!(!view.contains("content-length") && view.contains("transfer-encoding: chunked"));
     }
 
     #[test]
