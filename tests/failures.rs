@@ -388,3 +388,80 @@ fn redeployed_request_goes_to_the_front_of_the_queue() {
         "redeployed request not at the front"
     );
 }
+
+#[test]
+fn a_request_that_makes_every_backend_fail_gets_a_502_after_three_redeploys() {
+    let p = Proxy::start(&one_section("", "redeployable: true"));
+    let addr = p.backend_addr(0);
+    // Five backends that close as soon as a request arrives.
+    let mut backends: Vec<Backend> = (0..5)
+        .map(|i| Backend::connect(addr, &id12("poison", i), ""))
+        .collect();
+    assert!(p.wait_for_log_count(" joined section ", 5, Duration::from_secs(10)));
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"GET /poison HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let mut took = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut done = vec![false; backends.len()];
+    // Each backend that receives it hangs up; at most 4 ever see it.
+    while Instant::now() < deadline && took < 5 {
+        for (i, b) in backends.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            b.set_read_timeout(Duration::from_millis(20));
+            if let Ok(Some(_)) = b.read_request_head() {
+                done[i] = true;
+                took += 1;
+                let _ = b.conn.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if took == 4 {
+            break;
+        }
+    }
+    assert_eq!(took, 4, "the request reached {took} backends");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 502, "{r:?}");
+    // The fifth backend never saw it and still serves.
+    let spare = done.iter().position(|d| !d).expect("one backend left");
+    let mut c2 = Client::connect(p.client_addr());
+    c2.send(b"GET /fine HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let b = &mut backends[spare];
+    b.set_read_timeout(Duration::from_secs(5));
+    let req = b.expect_request();
+    b.respond_echo(&req);
+    assert_eq!(c2.read_response(false).status, 200);
+}
+
+#[test]
+fn a_hundred_headers_with_x_forwarded_for_to_add_are_refused_not_forwarded_as_101() {
+    let p = Proxy::start(&one_section("", "xforwardedfor: true"));
+    let mut b = Backend::connect(p.backend_addr(0), &id12("xff", 1), "");
+    assert!(p.wait_for_log(" joined section ", Duration::from_secs(10)));
+    let mut head = String::from("GET /many HTTP/1.1\r\nHost: app.test\r\n");
+    for i in 1..100 {
+        head.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let r = get_raw(p.client_addr(), head.as_bytes());
+    assert_eq!(r.status, 431, "{r:?}");
+    // 99 headers: X-Forwarded-For makes 100, forwarded.
+    let mut head = String::from("GET /fewer HTTP/1.1\r\nHost: app.test\r\n");
+    for i in 1..99 {
+        head.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut c = Client::connect(p.client_addr());
+    c.send(head.as_bytes());
+    let req = b.expect_request();
+    assert!(req.header("x-forwarded-for").is_some(), "{req:?}");
+    b.respond_echo(&req);
+    assert_eq!(c.read_response(false).status, 200);
+}
+
+fn get_raw(addr: std::net::SocketAddr, request: &[u8]) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(request);
+    c.read_response(false)
+}

@@ -123,9 +123,9 @@ fn forwarded_request_means_the_same(head: &[u8], h: &RequestHead) {
     }
     let f = match request::parse(&out, MAX_HEAD + 64) {
         Ok(Some(f)) => f,
-        // Known, not fixed here: a request with exactly MAX_HEADERS headers
-        // and no X-Forwarded-For is forwarded with one header more than the
-        // proxy (and the backend library) accept.
+        // A request with exactly MAX_HEADERS headers and no X-Forwarded-For
+        // would be one header over: the proxy answers it 431 instead of
+        // forwarding it (`requests.rs`).
         Err(request::RequestError::HeaderTooLarge) if h.xff_value_end.is_none() => return,
         other => panic!(
             "the forwarded head {:?} gave {other:?}",

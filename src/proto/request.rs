@@ -45,6 +45,8 @@ pub struct RequestHead {
     pub path: Range<usize>,
     /// End of the last X-Forwarded-For value, where `, <addr>` is appended.
     pub xff_value_end: Option<usize>,
+    /// How many header lines it has (at most `MAX_HEADERS`).
+    pub headers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +207,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
         absolute_rest,
         path: origin.start..origin.start + path_len,
         xff_value_end,
+        headers: req.headers.len(),
     }))
 }
 

@@ -352,6 +352,8 @@ pub struct Exchange {
     pub backend_eof: bool,
     /// The request's conditional headers, kept for an X-Sendfile answer.
     pub saved_conditions: SavedConditions,
+    /// Times this request was handed to another backend after one failed.
+    pub redeploys: u8,
 }
 
 #[derive(Default)]
@@ -406,8 +408,10 @@ impl Exchange {
         if let Some(head) = self.head.take() {
             let start = self.req_start;
             let saved = std::mem::take(&mut self.saved_conditions);
+            let redeploys = self.redeploys;
             self.begin(head, start, true);
             self.saved_conditions = saved;
+            self.redeploys = redeploys.saturating_add(1);
         }
     }
 }

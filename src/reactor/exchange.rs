@@ -17,6 +17,11 @@ use super::{backend_in, client_in, outq, Conn, Entry, Pump, Reactor, Step};
 use crate::access_log::Termination;
 use crate::proto::body::{BodyError, BodyScanner};
 
+/// A request is handed to another backend at most this many times: one
+/// that makes every backend fail (a poison request) then gets its 502
+/// instead of closing backend connection after backend connection.
+const MAX_REDEPLOYS: u8 = 3;
+
 impl Reactor {
     /// Pairs the client with an idle backend of `section`, or queues it.
     pub(super) fn dispatch(&mut self, c: usize, section: usize, front: bool) -> Step {
@@ -439,7 +444,7 @@ impl Reactor {
             self.close_client(c);
             return Step::Gone;
         }
-        if redeployable && io.ex.retained {
+        if redeployable && io.ex.retained && io.ex.redeploys < MAX_REDEPLOYS {
             io.ex.rewind();
             io.to_backend.clear();
             io.to_client.clear();

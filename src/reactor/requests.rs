@@ -17,7 +17,7 @@ use super::filesend::{conditions_of, FileSend, SavedConditions};
 use super::{client_in, Conn, Entry, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::access_log::Termination;
 use crate::proto::local;
-use crate::proto::request::{self, RequestBody, RequestHead};
+use crate::proto::request::{self, RequestBody, RequestHead, MAX_HEADERS};
 use crate::static_files::{self, FoundFile};
 
 /// Files up to this size are read into the response buffer and written with
@@ -200,6 +200,15 @@ impl Reactor {
         }
         let keep_conditions = sec.sendfile_root.is_some();
         let cfg = &sec.cfg;
+        if cfg.xforwardedfor && head.xff_value_end.is_none() && head.headers >= MAX_HEADERS {
+            // One line more would be over the limit every parser on the
+            // way (this one, the backend library) holds to.
+            return self.fail_request(
+                c,
+                431,
+                "100 header lines, and X-Forwarded-For would make 101",
+            );
+        }
         let (redeployable, sizelimit) = (cfg.redeployable, cfg.redeployment_sizelimit);
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
