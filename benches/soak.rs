@@ -22,18 +22,29 @@
 //! only; every child dies with the harness (`compare/lab.rs`). Without
 //! arguments (as `cargo test --all-targets` runs it) it does nothing.
 
-// lab.rs and http.rs are shared with the compare harness; this program
-// uses part of them.
+// Shared with the compare harness (building the programs, children that
+// die with the harness, the HTTP client); this program uses part of them.
 #[allow(dead_code)]
 #[path = "compare/http.rs"]
 mod http;
 #[allow(dead_code)]
 #[path = "compare/lab.rs"]
 mod lab;
+#[allow(dead_code)]
+#[path = "compare/peers.rs"]
+mod peers;
+#[allow(dead_code)]
+#[path = "compare/report.rs"]
+mod report;
+#[allow(dead_code)]
+#[path = "compare/setup.rs"]
+mod setup;
+#[allow(dead_code)]
+#[path = "compare/wrk.rs"]
+mod wrk;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,38 +131,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// The proxy and app programs.
-fn programs() -> Result<(PathBuf, PathBuf), String> {
-    if let (Some(s), Some(a)) = (
-        std::env::var_os("SWIFTIPLY_BIN"),
-        std::env::var_os("APP_BIN"),
-    ) {
-        return Ok((s.into(), a.into()));
-    }
-    println!("== building: cargo build --release --bin swiftiply --example app");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "swiftiply",
-            "--example",
-            "app",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build failed ({status})"));
-    }
-    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release");
-    Ok((release.join("swiftiply"), release.join("examples/app")))
-}
-
 fn run(o: &Options) -> Result<bool, String> {
     lab::raise_nofile_limit()?;
-    let (swiftiply, app) = programs()?;
+    let bins = setup::build()?;
+    let (swiftiply, app) = (bins.swiftiply, bins.app);
     let mut lab = Lab::new(None)?;
     let client_port = lab::free_port()?;
     let backend_port = lab::free_port()?;
