@@ -11,47 +11,7 @@ use std::collections::VecDeque;
 
 use crate::config::SectionConfig;
 use crate::static_files::StaticRoot;
-use crate::status::{Histogram, StatusClasses};
-
-/// A section's counters (one worker's), shown by the metrics. A reload
-/// carries them over to the section that takes over the old one's
-/// backend addresses.
-#[derive(Debug, Clone, Default)]
-pub struct SectionStats {
-    /// Responses from its backends and its docroot, by status class.
-    pub responses: StatusClasses,
-    pub status_502: u64,
-    pub status_503: u64,
-    pub status_504: u64,
-    pub backends_joined: u64,
-    pub backends_left: u64,
-    pub handshakes_refused: u64,
-    pub redeploys: u64,
-    pub static_files: u64,
-    /// Bytes read from / written to its clients, for its requests.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Time from a request's head to its pairing with a backend.
-    pub queue_wait: Histogram,
-}
-
-impl SectionStats {
-    /// Adds `other`'s counts to these.
-    pub fn absorb(&mut self, other: &SectionStats) {
-        self.responses.merge(&other.responses);
-        self.status_502 += other.status_502;
-        self.status_503 += other.status_503;
-        self.status_504 += other.status_504;
-        self.backends_joined += other.backends_joined;
-        self.backends_left += other.backends_left;
-        self.handshakes_refused += other.handshakes_refused;
-        self.redeploys += other.redeploys;
-        self.static_files += other.static_files;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.queue_wait.merge(&other.queue_wait);
-    }
-}
+use crate::status::SectionCounters;
 
 pub struct Section {
     pub cfg: SectionConfig,
@@ -61,7 +21,9 @@ pub struct Section {
     pub sendfile_root: Option<StaticRoot>,
     /// Display name for logs: the first incoming name.
     pub name: String,
-    pub stats: SectionStats,
+    /// This worker's counters; a reload carries them over to the section
+    /// that takes over the old one's backend addresses.
+    pub stats: SectionCounters,
     idle: VecDeque<usize>,
     waiting: VecDeque<usize>,
 }
@@ -99,7 +61,7 @@ impl Section {
             docroot,
             sendfile_root,
             name,
-            stats: SectionStats::default(),
+            stats: SectionCounters::default(),
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
         })

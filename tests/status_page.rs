@@ -29,8 +29,8 @@ mod common;
 
 use common::{config, eventually, id12, Backend, Client, Proxy, Response};
 use swiftiply::status::{
-    render_html, BackendSnapshot, BackendStateName, Histogram, SectionSnapshot, Snapshot,
-    StatusClasses,
+    render_html, BackendSnapshot, BackendStateName, Histogram, SectionCounters, SectionSnapshot,
+    Snapshot, StatusClasses,
 };
 
 const CHROMIUM: &str = "chromium";
@@ -256,17 +256,20 @@ fn example_snapshot() -> Snapshot {
                 queue_depth: 12,
                 busy_backends: 2,
                 handshaking_backends: 1,
-                responses,
-                status_502: 1,
-                status_503: 1,
-                backends_joined: 9,
-                backends_left: 6,
-                handshakes_refused: 2,
-                redeploys: 1,
-                static_files: 120,
-                bytes_in: 40_000_000,
-                bytes_out: 3_000_000_000,
-                queue_wait: wait,
+                counters: SectionCounters {
+                    responses,
+                    status_502: 1,
+                    status_503: 1,
+                    backends_joined: 9,
+                    backends_left: 6,
+                    handshakes_refused: 2,
+                    redeploys: 1,
+                    static_files: 120,
+                    bytes_in: 40_000_000,
+                    bytes_out: 3_000_000_000,
+                    queue_wait: wait,
+                    ..SectionCounters::default()
+                },
                 backends: vec![
                     backend("app-1", 41000, BackendStateName::Busy, 5120, 7200, 0),
                     backend("app-2", 41001, BackendStateName::Busy, 4988, 7100, 1),
@@ -280,8 +283,11 @@ fn example_snapshot() -> Snapshot {
                 hosts: vec!["api.example.com".into()],
                 outgoing: vec!["127.0.0.1:30001".into()],
                 idle_backends: 1,
-                responses: StatusClasses([0, 900, 0, 4, 0]),
-                backends_joined: 1,
+                counters: SectionCounters {
+                    responses: StatusClasses([0, 900, 0, 4, 0]),
+                    backends_joined: 1,
+                    ..SectionCounters::default()
+                },
                 backends: vec![
                     backend("api-1", 42000, BackendStateName::Idle, 904, 60, 1),
                     backend("<i>not markup</i>", 42001, BackendStateName::Idle, 0, 5, 0),

@@ -92,27 +92,13 @@ impl Reactor {
     fn snapshot(&self) -> Snapshot {
         let mut sections: Vec<SectionSnapshot> = self.sections[..self.live_sections]
             .iter()
-            .map(|s| {
-                let st = &s.stats;
-                SectionSnapshot {
-                    name: s.name.clone(),
-                    hosts: s.cfg.incoming.clone(),
-                    outgoing: s.cfg.outgoing.iter().map(|a| a.to_string()).collect(),
-                    queue_depth: s.waiting_count() as u64,
-                    responses: st.responses,
-                    status_502: st.status_502,
-                    status_503: st.status_503,
-                    status_504: st.status_504,
-                    backends_joined: st.backends_joined,
-                    backends_left: st.backends_left,
-                    handshakes_refused: st.handshakes_refused,
-                    redeploys: st.redeploys,
-                    static_files: st.static_files,
-                    bytes_in: st.bytes_in,
-                    bytes_out: st.bytes_out,
-                    queue_wait: st.queue_wait,
-                    ..SectionSnapshot::default()
-                }
+            .map(|s| SectionSnapshot {
+                name: s.name.clone(),
+                hosts: s.cfg.incoming.clone(),
+                outgoing: s.cfg.outgoing.iter().map(|a| a.to_string()).collect(),
+                queue_depth: s.waiting_count() as u64,
+                counters: s.stats.clone(),
+                ..SectionSnapshot::default()
             })
             .collect();
         for (_, e) in self.conns.iter() {

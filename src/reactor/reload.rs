@@ -114,7 +114,7 @@ impl Reactor {
         let mut old = std::mem::take(&mut self.sections);
         for (s, new) in old.iter().zip(&successor) {
             if let Some(j) = new {
-                fresh[*j].stats.absorb(&s.stats);
+                fresh[*j].stats.merge(&s.stats);
             }
         }
 

@@ -164,15 +164,15 @@ fn section(n: usize, sec: &SectionSnapshot, now: u64, out: &mut Vec<u8>) {
     );
 
     let _ = write!(out, "<table class=\"counters\"><tr><th>Responses</th><td>");
-    for (label, &count) in StatusClasses::LABELS.iter().zip(&sec.responses.0) {
+    for (label, &count) in StatusClasses::LABELS.iter().zip(&sec.counters.responses.0) {
         let count = Count(count, *label == "5xx");
         let _ = write!(out, "<span class=\"count-{label}\">{label} {count}</span> ");
     }
     let _ = write!(out, "</td></tr><tr><th>Gateway errors</th><td>");
     for (code, count) in [
-        (502, sec.status_502),
-        (503, sec.status_503),
-        (504, sec.status_504),
+        (502, sec.counters.status_502),
+        (503, sec.counters.status_503),
+        (504, sec.counters.status_504),
     ] {
         let count = Count(count, true);
         let _ = write!(out, "<span class=\"status-{code}\">{code} {count}</span> ");
@@ -182,22 +182,25 @@ fn section(n: usize, sec: &SectionSnapshot, now: u64, out: &mut Vec<u8>) {
         "</td></tr><tr><th>Backends</th><td>{} joined, {} left, {} refused</td></tr>\
          <tr><th>Redeploys</th><td>{}</td></tr><tr><th>Static files</th><td>{}</td></tr>\
          <tr><th>Bytes in / out</th><td>{} / {}</td></tr><tr><th>Queue wait</th><td>",
-        sec.backends_joined,
-        sec.backends_left,
-        Count(sec.handshakes_refused, true),
-        sec.redeploys,
-        sec.static_files,
-        Bytes(sec.bytes_in),
-        Bytes(sec.bytes_out),
+        sec.counters.backends_joined,
+        sec.counters.backends_left,
+        Count(sec.counters.handshakes_refused, true),
+        sec.counters.redeploys,
+        sec.counters.static_files,
+        Bytes(sec.counters.bytes_in),
+        Bytes(sec.counters.bytes_out),
     );
-    match (sec.queue_wait.mean(), sec.queue_wait.quantile_bucket(0.99)) {
+    match (
+        sec.counters.queue_wait.mean(),
+        sec.counters.queue_wait.quantile_bucket(0.99),
+    ) {
         (Some(mean), Some(p99)) => {
             let _ = write!(
                 out,
                 "mean {:.1} ms, 99% ≤ {} s ({} requests)",
                 mean.as_secs_f64() * 1000.0,
                 BUCKET_LABELS[p99],
-                sec.queue_wait.count
+                sec.counters.queue_wait.count
             );
         }
         _ => {

@@ -70,6 +70,14 @@ pub struct SectionSnapshot {
     pub idle_backends: u64,
     pub busy_backends: u64,
     pub handshaking_backends: u64,
+    pub counters: SectionCounters,
+    pub backends: Vec<BackendSnapshot>,
+}
+
+/// A section's counters since the process started, as one worker keeps
+/// them (`Section::stats` in the reactor) and as a snapshot shows them.
+#[derive(Debug, Clone, Default)]
+pub struct SectionCounters {
     /// Responses of this section by class (from backends and static files).
     pub responses: StatusClasses,
     pub status_502: u64,
@@ -80,12 +88,30 @@ pub struct SectionSnapshot {
     pub handshakes_refused: u64,
     pub redeploys: u64,
     pub static_files: u64,
+    /// Bytes read from / written to its clients, for its requests.
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// How long each dispatched request waited for a backend (zero for one
     /// served at once).
     pub queue_wait: Histogram,
-    pub backends: Vec<BackendSnapshot>,
+}
+
+impl SectionCounters {
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &SectionCounters) {
+        self.responses.merge(&other.responses);
+        add(&mut self.status_502, other.status_502);
+        add(&mut self.status_503, other.status_503);
+        add(&mut self.status_504, other.status_504);
+        add(&mut self.backends_joined, other.backends_joined);
+        add(&mut self.backends_left, other.backends_left);
+        add(&mut self.handshakes_refused, other.handshakes_refused);
+        add(&mut self.redeploys, other.redeploys);
+        add(&mut self.static_files, other.static_files);
+        add(&mut self.bytes_in, other.bytes_in);
+        add(&mut self.bytes_out, other.bytes_out);
+        self.queue_wait.merge(&other.queue_wait);
+    }
 }
 
 /// One backend connection.
@@ -197,18 +223,7 @@ impl SectionSnapshot {
         add(&mut self.idle_backends, other.idle_backends);
         add(&mut self.busy_backends, other.busy_backends);
         add(&mut self.handshaking_backends, other.handshaking_backends);
-        self.responses.merge(&other.responses);
-        add(&mut self.status_502, other.status_502);
-        add(&mut self.status_503, other.status_503);
-        add(&mut self.status_504, other.status_504);
-        add(&mut self.backends_joined, other.backends_joined);
-        add(&mut self.backends_left, other.backends_left);
-        add(&mut self.handshakes_refused, other.handshakes_refused);
-        add(&mut self.redeploys, other.redeploys);
-        add(&mut self.static_files, other.static_files);
-        add(&mut self.bytes_in, other.bytes_in);
-        add(&mut self.bytes_out, other.bytes_out);
-        self.queue_wait.merge(&other.queue_wait);
+        self.counters.merge(&other.counters);
         self.backends.extend(other.backends.iter().cloned());
     }
 }
@@ -259,18 +274,20 @@ pub(crate) mod fixture {
                     idle_backends: 1,
                     busy_backends: 1,
                     handshaking_backends: 1,
-                    responses,
-                    status_502: 1,
-                    status_503: 0,
-                    status_504: 0,
-                    backends_joined: 5,
-                    backends_left: 2,
-                    handshakes_refused: 1,
-                    redeploys: 1,
-                    static_files: 2,
-                    bytes_in: 4000,
-                    bytes_out: 60_000,
-                    queue_wait: wait,
+                    counters: SectionCounters {
+                        responses,
+                        status_502: 1,
+                        status_503: 0,
+                        status_504: 0,
+                        backends_joined: 5,
+                        backends_left: 2,
+                        handshakes_refused: 1,
+                        redeploys: 1,
+                        static_files: 2,
+                        bytes_in: 4000,
+                        bytes_out: 60_000,
+                        queue_wait: wait,
+                    },
                     backends: vec![
                         BackendSnapshot {
                             id: "shop-1".into(),
@@ -360,10 +377,13 @@ mod tests {
                         hosts: vec![name.into()],
                         queue_depth: 2,
                         busy_backends: 1,
-                        responses: StatusClasses([0, 5, 0, 0, 1]),
-                        status_503: 1,
-                        bytes_in: 100,
-                        queue_wait,
+                        counters: SectionCounters {
+                            responses: StatusClasses([0, 5, 0, 0, 1]),
+                            status_503: 1,
+                            bytes_in: 100,
+                            queue_wait,
+                            ..SectionCounters::default()
+                        },
                         backends: vec![BackendSnapshot {
                             id: format!("{name}-w{worker}"),
                             worker,
@@ -404,10 +424,11 @@ mod tests {
         let two = &a.sections[1];
         assert_eq!(two.queue_depth, 4);
         assert_eq!(two.busy_backends, 2);
-        assert_eq!(two.responses, StatusClasses([0, 10, 0, 0, 2]));
-        assert_eq!((two.status_503, two.bytes_in), (2, 200));
-        assert_eq!(two.queue_wait.count, 2);
-        assert_eq!(two.queue_wait.sum_micros, 2_030_000);
+        let c = &two.counters;
+        assert_eq!(c.responses, StatusClasses([0, 10, 0, 0, 2]));
+        assert_eq!((c.status_503, c.bytes_in), (2, 200));
+        assert_eq!(c.queue_wait.count, 2);
+        assert_eq!(c.queue_wait.sum_micros, 2_030_000);
         let ids: Vec<&str> = two.backends.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["two-w0", "two-w1"], "backends are concatenated");
         assert_eq!(a.sections[2].backends[0].id, "three-w1");
@@ -424,8 +445,8 @@ mod tests {
         for name in ["one", "two"] {
             let x = ab.sections.iter().find(|s| s.name == name).unwrap();
             let y = ba.sections.iter().find(|s| s.name == name).unwrap();
-            assert_eq!(x.queue_wait, y.queue_wait, "{name}");
-            assert_eq!(x.responses, y.responses, "{name}");
+            assert_eq!(x.counters.queue_wait, y.counters.queue_wait, "{name}");
+            assert_eq!(x.counters.responses, y.counters.responses, "{name}");
             assert_eq!(x.backends.len(), y.backends.len(), "{name}");
         }
     }

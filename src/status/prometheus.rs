@@ -83,14 +83,14 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
         "swiftiply_section_received_bytes_total",
         "counter",
         "Bytes read from clients for requests routed to the section.",
-        |sec| sec.bytes_in,
+        |sec| sec.counters.bytes_in,
     );
     w.per_section(
         sections,
         "swiftiply_section_sent_bytes_total",
         "counter",
         "Bytes written to clients for requests routed to the section.",
-        |sec| sec.bytes_out,
+        |sec| sec.counters.bytes_out,
     );
 
     w.family(
@@ -100,7 +100,7 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
     );
     w.classes("", &s.unrouted);
     for sec in sections {
-        w.classes(&sec.name, &sec.responses);
+        w.classes(&sec.name, &sec.counters.responses);
     }
 
     w.family(
@@ -110,9 +110,9 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
     );
     for sec in sections {
         for (code, n) in [
-            ("502", sec.status_502),
-            ("503", sec.status_503),
-            ("504", sec.status_504),
+            ("502", sec.counters.status_502),
+            ("503", sec.counters.status_503),
+            ("504", sec.counters.status_504),
         ] {
             w.sample(
                 "swiftiply_gateway_errors_total",
@@ -154,35 +154,35 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
         "swiftiply_backends_joined_total",
         "counter",
         "Backend connections that completed their handshake.",
-        |sec| sec.backends_joined,
+        |sec| sec.counters.backends_joined,
     );
     w.per_section(
         sections,
         "swiftiply_backends_left_total",
         "counter",
         "Backend connections that closed after joining.",
-        |sec| sec.backends_left,
+        |sec| sec.counters.backends_left,
     );
     w.per_section(
         sections,
         "swiftiply_handshakes_refused_total",
         "counter",
         "Backend handshakes refused (wrong key, malformed, timed out).",
-        |sec| sec.handshakes_refused,
+        |sec| sec.counters.handshakes_refused,
     );
     w.per_section(
         sections,
         "swiftiply_redeploys_total",
         "counter",
         "Requests retried on another backend after one failed before answering.",
-        |sec| sec.redeploys,
+        |sec| sec.counters.redeploys,
     );
     w.per_section(
         sections,
         "swiftiply_static_files_total",
         "counter",
         "Responses served from the section's docroot without a backend.",
-        |sec| sec.static_files,
+        |sec| sec.counters.static_files,
     );
 
     w.family(
@@ -191,7 +191,11 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
         "Time each request dispatched to a backend waited for one (0 when one was idle).",
     );
     for sec in sections {
-        w.histogram("swiftiply_queue_wait_seconds", &sec.name, &sec.queue_wait);
+        w.histogram(
+            "swiftiply_queue_wait_seconds",
+            &sec.name,
+            &sec.counters.queue_wait,
+        );
     }
 }
 
