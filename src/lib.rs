@@ -4,7 +4,10 @@
 //! - `proto`: sans-I/O protocol code (handshake, request and response heads,
 //!   body framing, packet mode, the proxy's own responses).
 //! - `reactor`: the mio event loop that moves bytes between sockets.
-//! - `section`, `router`: sites with their queues and idle backends; Host routing.
+//! - `section`, `router`: sites and their settings; Host routing.
+//! - `dispatch`: sans-I/O pairing of waiting requests with idle backends,
+//!   queue deadlines and retries, driven by the reactor (and by the seeded
+//!   simulation in `tests/simulation.rs`).
 //! - `status`: the status endpoint's snapshot, rendered as Prometheus text or
 //!   an HTML page.
 //! - `backend`: a library for writing backends in Rust (blocking, one thread
@@ -23,6 +26,7 @@ pub mod backend;
 pub mod bridge;
 pub mod config;
 pub mod daemon;
+pub mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod proto;

@@ -347,6 +347,37 @@ fn a_reload_gives_a_section_a_docroot_and_a_new_timeout() {
 }
 
 #[test]
+fn a_lower_timeout_applies_to_requests_already_waiting() {
+    let mut p = Proxy::start(&one_section("timeout: 30", ""));
+    let backend = p.backend_addr(0);
+    let mut farm = EchoFarm::start(backend, "", 1, false);
+    wait_joined(&p, 1);
+    let mut held = Client::connect(p.client_addr());
+    held.send(b"GET /sleep=3000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert!(farm.wait_for(T, |s| s.target == "/sleep=3000"));
+    let started = Instant::now();
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"GET /queued HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    // Queued under `timeout: 30`; the reload makes it 1 s, counted from
+    // when the request began waiting. Without that it would be served
+    // once the backend is free, at 3 s.
+    p.reload(&config(
+        "timeout: 1",
+        &[&section("app.test", &backend.to_string(), "default: true")],
+    ))
+    .expect("reload");
+    let r = c.read_response(false);
+    let waited = started.elapsed();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "{waited:?}"
+    );
+    assert_eq!(held.read_response(false).status, 200);
+    p.assert_alive();
+}
+
+#[test]
 fn settings_that_shape_the_process_wait_for_a_restart_and_say_so() {
     let mut p = Proxy::start(&one_section("", ""));
     let backend = p.backend_addr(0);

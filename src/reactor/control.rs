@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::client::Phase;
 use super::listener::Listener;
 use super::{Conn, Reactor};
 use crate::access_log::{AccessLog, Termination};
@@ -136,11 +135,7 @@ impl Reactor {
             return true;
         }
         if self.now >= deadline {
-            let queued = self
-                .conns
-                .iter()
-                .filter(|(_, e)| matches!(&e.conn, Conn::Client(c) if matches!(c.phase, Phase::Queued { .. })))
-                .count();
+            let queued = self.dispatch.waiting_total();
             warn!(
                 "shutdown_timeout passed: closing {} client connections ({queued} still queued)",
                 self.open_clients

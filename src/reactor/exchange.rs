@@ -1,6 +1,7 @@
 //! One exchange: a client's request served by one backend connection.
 //!
-//! Pairing (an idle backend takes the oldest waiting request), the pump that
+//! Pairing (as `dispatch` decides: an idle backend takes the oldest waiting
+//! request), the pump that
 //! moves bytes both ways between the two sockets, and how an exchange ends:
 //! the backend returns to its section's pool (or is closed if its stream can
 //! no longer be trusted), and a failed backend leads to a redeploy, a 502 or
@@ -15,30 +16,27 @@ use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
 use super::splice::{self, Relayed};
 use super::{backend_in, client_in, outq, Conn, Entry, Pump, Reactor, Step};
 use crate::access_log::Termination;
+use crate::dispatch::{after_failure, AfterFailure, Freed, Placed};
 use crate::proto::body::{BodyError, BodyScanner};
 
-/// A request is handed to another backend at most this many times: one
-/// that makes every backend fail (a poison request) then gets its 502
-/// instead of closing backend connection after backend connection.
-const MAX_REDEPLOYS: u8 = 3;
-
 impl Reactor {
-    /// Pairs the client with an idle backend of `section`, or queues it.
-    pub(super) fn dispatch(&mut self, c: usize, section: usize, front: bool) -> Step {
-        if let Some(b) = self.sections[section].take_idle_backend() {
-            self.pair(c, b, section);
-            return Step::Again;
+    /// Pairs the client with an idle backend of `section`, or queues it
+    /// (`retry`: ahead of new requests, after its backend failed).
+    pub(super) fn place(&mut self, c: usize, section: usize, retry: bool) -> Step {
+        let placed = match retry {
+            true => self.dispatch.retry(section, c, self.now),
+            false => self.dispatch.request(section, c, self.now),
+        };
+        match placed {
+            Placed::Paired(b) => self.pair(c, b, section),
+            Placed::Queued => {
+                if let Some(cl) = client_in(&mut self.conns, c) {
+                    cl.phase = Phase::Queued { section };
+                }
+                // `dispatch` keeps the queue's deadlines.
+                self.clear_deadline(c);
+            }
         }
-        let s = &mut self.sections[section];
-        if front {
-            s.enqueue_front(c);
-        } else {
-            s.enqueue(c);
-        }
-        if let Some(cl) = client_in(&mut self.conns, c) {
-            cl.phase = Phase::Queued { section };
-        }
-        self.set_deadline(c, self.limits.timeout);
         Step::Again
     }
 
@@ -106,22 +104,15 @@ impl Reactor {
                 return;
             }
         }
-        loop {
-            match self.sections[section].take_waiting() {
-                Some(c) if client_in(&mut self.conns, c).is_some() => {
-                    self.pair(c, b, section);
-                    self.pending.push(c);
-                    return;
-                }
-                Some(_) => continue, // cannot happen: closed clients leave the queue
-                None => break,
+        match self.dispatch.backend_free(section, b) {
+            Freed::Paired(c) => {
+                debug_assert!(client_in(&mut self.conns, c).is_some());
+                self.pair(c, b, section);
+                self.pending.push(c);
             }
+            Freed::Idle => {}
+            Freed::Close => self.close_backend(b, Some("its section was removed by a reload")),
         }
-        if section >= self.live_sections {
-            self.close_backend(b, Some("its section was removed by a reload"));
-            return;
-        }
-        self.sections[section].add_idle_backend(b);
     }
 
     pub(super) fn close_backend(&mut self, b: usize, why: Option<&str>) {
@@ -141,10 +132,10 @@ impl Reactor {
             return;
         };
         self.open_backends -= 1;
-        let section = &mut self.sections[be.section];
         if let BackendState::Idle = be.state {
-            section.remove_idle_backend(b);
+            self.dispatch.backend_gone(be.section, b);
         }
+        let section = &mut self.sections[be.section];
         if be.id.is_some() {
             self.stats.backends_left += 1;
             section.stats.backends_left += 1;
@@ -436,29 +427,31 @@ impl Reactor {
         let Some(io) = cl.io.as_mut() else {
             return Step::Gone;
         };
-        if io.ex.started {
-            // Response bytes already went out: the client must see a cut.
-            io.tally.status = io.ex.status;
-            io.tally.end_as(Termination::BackendFailed);
-            let _ = cl.flush_out();
-            self.close_client(c);
-            return Step::Gone;
+        let redeploys = io.ex.redeploys;
+        match after_failure(io.ex.started, redeployable, io.ex.retained, redeploys) {
+            AfterFailure::Cut => {
+                io.tally.status = io.ex.status;
+                io.tally.end_as(Termination::BackendFailed);
+                let _ = cl.flush_out();
+                self.close_client(c);
+                Step::Gone
+            }
+            AfterFailure::Retry => {
+                io.ex.rewind();
+                io.to_backend.clear();
+                io.to_client.clear();
+                io.resp.start = 0;
+                io.resp.end = 0;
+                self.stats.redeploys += 1;
+                self.sections[section].stats.redeploys += 1;
+                info!(
+                    "redeploying a request of section {} to another backend",
+                    self.sections[section].name
+                );
+                self.place(c, section, true)
+            }
+            AfterFailure::Fail => self.fail_request(c, 502, &format!("backend failed: {why}")),
         }
-        if redeployable && io.ex.retained && io.ex.redeploys < MAX_REDEPLOYS {
-            io.ex.rewind();
-            io.to_backend.clear();
-            io.to_client.clear();
-            io.resp.start = 0;
-            io.resp.end = 0;
-            self.stats.redeploys += 1;
-            self.sections[section].stats.redeploys += 1;
-            info!(
-                "redeploying a request of section {} to another backend",
-                self.sections[section].name
-            );
-            return self.dispatch(c, section, true);
-        }
-        self.fail_request(c, 502, &format!("backend failed: {why}"))
     }
 }
 

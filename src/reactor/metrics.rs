@@ -92,11 +92,12 @@ impl Reactor {
     fn snapshot(&self) -> Snapshot {
         let mut sections: Vec<SectionSnapshot> = self.sections[..self.live_sections]
             .iter()
-            .map(|s| SectionSnapshot {
+            .enumerate()
+            .map(|(i, s)| SectionSnapshot {
                 name: s.name.clone(),
                 hosts: s.cfg.incoming.clone(),
                 outgoing: s.cfg.outgoing.iter().map(|a| a.to_string()).collect(),
-                queue_depth: s.waiting_count() as u64,
+                queue_depth: self.dispatch.waiting_count(i) as u64,
                 counters: s.stats.clone(),
                 ..SectionSnapshot::default()
             })

@@ -15,8 +15,8 @@
 //! One request's path through the files here:
 //! `listener.rs` accepts → `requests.rs` reads the head into the client's
 //! pooled buffers (`client.rs`), `proto::request` parses it, `router` picks
-//! the section → `exchange.rs` pairs it with an idle backend (`backend.rs`)
-//! or queues it in the `section`, then pumps the request to the backend and
+//! the section → `exchange.rs` asks `dispatch` for an idle backend
+//! (`backend.rs`) or queues it, then pumps the request to the backend and
 //! the response back (`proto::response`, `outq.rs` for `writev`) → the backend
 //! returns to its pool and the client goes on to its next request or idles
 //! without a buffer. `timer.rs` holds every connection's deadline.
@@ -56,6 +56,7 @@ use slab::Slab;
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::dispatch::Dispatch;
 use crate::router::Router;
 use crate::section::Section;
 use crate::status::StatusClasses;
@@ -103,7 +104,6 @@ pub struct Stats {
 
 /// The limits and timeouts the data path consults, copied out of `Config`.
 struct Limits {
-    timeout: Duration,
     header_timeout: Duration,
     keepalive_timeout: Duration,
     backend_timeout: Duration,
@@ -121,7 +121,6 @@ struct Limits {
 impl Limits {
     fn of(cfg: &Config) -> Limits {
         Limits {
-            timeout: cfg.timeout,
             header_timeout: cfg.header_timeout,
             keepalive_timeout: cfg.keepalive_timeout,
             backend_timeout: cfg.backend_timeout,
@@ -202,6 +201,9 @@ pub struct Reactor {
     sections: Vec<Section>,
     /// How many of `sections` are the config's.
     live_sections: usize,
+    /// Each section's idle backends and waiting requests (same indices as
+    /// `sections`), and the decisions that pair them.
+    dispatch: Dispatch,
     router: Router,
     limits: Limits,
     pool: IoPool,
@@ -275,6 +277,7 @@ impl Reactor {
             next_gen: 0,
             listeners,
             live_sections: cfg.sections.len(),
+            dispatch: Dispatch::new(cfg.sections.len(), cfg.timeout),
             router: Router::new(&cfg.sections),
             sections: cfg
                 .sections
@@ -342,6 +345,7 @@ impl Reactor {
             self.publish_if_due();
             let wake = [
                 self.timers.next_wake(),
+                self.dispatch.next_deadline(),
                 self.accept_retry,
                 self.stopping,
                 self.next_publish,
@@ -374,6 +378,7 @@ impl Reactor {
                 self.run_pending();
             }
             self.fire_timers();
+            self.expire_waiting();
             self.run_pending();
             if self.accept_retry.is_some_and(|t| t <= self.now) {
                 self.accept_retry = None;

@@ -15,7 +15,8 @@
 //!    not routable) until it has served its request and any still waiting
 //!    in that retired section, then it is closed;
 //! 4. moves waiting requests to the new section that took over their old
-//!    section's address (old order kept); waiting requests of a section
+//!    section's address (queues that merge keep the order in which their
+//!    requests were queued, `dispatch::Dispatch::reload`); waiting requests of a section
 //!    whose addresses are all gone stay in its retired section, still
 //!    served by its busy backends;
 //! 5. pairs idle backends with waiting requests wherever a section now has
@@ -111,32 +112,18 @@ impl Reactor {
             })
             .collect();
 
-        let mut old = std::mem::take(&mut self.sections);
+        let old = std::mem::take(&mut self.sections);
         for (s, new) in old.iter().zip(&successor) {
             if let Some(j) = new {
                 fresh[*j].stats.merge(&s.stats);
             }
         }
 
-        // Idle backends, in their old order.
-        let mut gone = Vec::new();
-        for s in &mut old {
-            while let Some(b) = s.take_idle_backend() {
-                let Some(be) = backend_in(&mut self.conns, b) else {
-                    continue;
-                };
-                match section_of.get(&be.outgoing) {
-                    Some(&j) => {
-                        be.section = j;
-                        fresh[j].add_idle_backend(b);
-                    }
-                    None => gone.push((b, s.name.clone())),
-                }
-            }
-        }
         // Retired sections get the indices after the config's, in the
-        // order they are first needed.
+        // order they are first needed: waiting requests no section takes
+        // over, then busy backends whose address is gone.
         let mut retired: Vec<usize> = Vec::new();
+        let mut gone: Vec<(usize, String)> = Vec::new();
         let retire = |old_section: usize, retired: &mut Vec<usize>| match retired
             .iter()
             .position(|&r| r == old_section)
@@ -147,30 +134,13 @@ impl Reactor {
                 live + retired.len() - 1
             }
         };
-        // Waiting requests, in their order: to the successor section, or
-        // kept in their own, retired.
-        let mut queue = Vec::new();
-        for (i, s) in old.iter_mut().enumerate() {
-            if s.waiting_count() == 0 {
-                continue;
-            }
-            let to = match successor[i] {
+        let waiting_to: Vec<usize> = (0..old.len())
+            .map(|i| match successor[i] {
                 Some(j) => j,
-                None => retire(i, &mut retired),
-            };
-            while let Some(c) = s.take_waiting() {
-                queue.push(c);
-            }
-            for c in queue.drain(..) {
-                if let Some(cl) = client_in(&mut self.conns, c) {
-                    cl.phase = Phase::Queued { section: to };
-                    match successor[i] {
-                        Some(j) => fresh[j].enqueue(c),
-                        None => s.enqueue(c),
-                    }
-                }
-            }
-        }
+                None if self.dispatch.waiting_count(i) > 0 => retire(i, &mut retired),
+                None => usize::MAX, // nothing to move
+            })
+            .collect();
 
         // Busy and handshaking backends, then the clients they serve.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -179,8 +149,8 @@ impl Reactor {
                 continue;
             };
             match (&be.state, section_of.get(&be.outgoing)) {
-                (BackendState::Idle, _) => {} // placed above
                 (_, Some(&j)) => be.section = j,
+                (BackendState::Idle, None) => {} // closed below, with dispatch's list
                 (BackendState::Handshake { .. }, None) => gone.push((
                     k,
                     old.get(be.section)
@@ -202,8 +172,13 @@ impl Reactor {
             let Some(cl) = client_in(&mut self.conns, k) else {
                 continue;
             };
-            if let (Phase::Proxying { section: s, .. }, Some(section)) = (&mut cl.phase, serving) {
-                *s = section;
+            match (&mut cl.phase, serving) {
+                (Phase::Proxying { section: s, .. }, Some(section)) => *s = section,
+                (Phase::Queued { section: s }, _) => {
+                    debug_assert!(waiting_to[*s] != usize::MAX, "queued where nothing waits");
+                    *s = waiting_to[*s];
+                }
+                _ => {}
             }
             // The request's counters go to the section that took over its
             // own (none if it was removed).
@@ -216,6 +191,18 @@ impl Reactor {
                     .or_else(|| t.section.and_then(|i| successor.get(i).copied().flatten()));
             }
         }
+        // Idle backends keep their order in their new section; waiting
+        // requests move (merging in order of queueing).
+        let conns = &self.conns;
+        let idle_to = |b: usize| match conns.get(b).map(|e| &e.conn) {
+            Some(Conn::Backend(be)) => section_of.get(&be.outgoing).copied(),
+            _ => None,
+        };
+        let total = live + retired.len();
+        let dropped = self
+            .dispatch
+            .reload(live, total, &waiting_to, cfg.timeout, idle_to);
+        gone.extend(dropped.into_iter().map(|(b, i)| (b, old[i].name.clone())));
         let mut old: Vec<Option<Section>> = old.into_iter().map(Some).collect();
         for &r in &retired {
             let Some(s) = old[r].take() else { continue };
@@ -240,13 +227,9 @@ impl Reactor {
             self.drop_backend(b, &section, "its outgoing address was removed by a reload");
         }
         // A section that now has both idle backends and waiting requests.
-        for j in 0..live {
-            while self.sections[j].idle_count() > 0 && self.sections[j].waiting_count() > 0 {
-                match self.sections[j].take_idle_backend() {
-                    Some(b) => self.backend_ready(b),
-                    None => break,
-                }
-            }
+        while let Some(p) = self.dispatch.next_pairing() {
+            self.pair(p.client, p.backend, p.section);
+            self.pending.push(p.client);
         }
         self.stats.reloads += 1;
         info!(

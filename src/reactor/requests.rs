@@ -230,7 +230,7 @@ impl Reactor {
             io.ex.saved_conditions =
                 SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
         }
-        self.dispatch(c, section, false)
+        self.place(c, section, false)
     }
 
     /// Answers a request with a file of the section's docroot.
@@ -331,7 +331,7 @@ impl Reactor {
         };
         info!("{} {status}: {why}", cl.peer);
         if let Phase::Queued { section } = cl.phase {
-            self.sections[section].remove_waiting(c);
+            self.dispatch.client_gone(section, c);
         }
         let io = cl.io(&mut self.pool);
         io.to_backend.clear();
@@ -450,7 +450,7 @@ impl Reactor {
         self.bytes_out += cl.bytes_out;
         match cl.phase {
             Phase::Queued { section } => {
-                self.sections[section].remove_waiting(c);
+                self.dispatch.client_gone(section, c);
             }
             Phase::Proxying { backend, .. } => {
                 // The backend is mid-request for a client that is gone; the
@@ -461,6 +461,26 @@ impl Reactor {
         }
         if let Some(io) = cl.io {
             self.pool.put(io);
+        }
+    }
+
+    /// Answers 503 to every request that waited `timeout` for a backend.
+    pub(super) fn expire_waiting(&mut self) {
+        while let Some(e) = self.dispatch.pop_expired(self.now) {
+            let Some(cl) = client_in(&mut self.conns, e.client) else {
+                debug_assert!(false, "a closed client was still queued");
+                continue;
+            };
+            debug_assert!(matches!(cl.phase, Phase::Queued { section } if section == e.section));
+            if let Some(t) = cl.tally() {
+                // The whole wait is the log's queue time.
+                t.wait = t.wait.or(Some(e.waited));
+            }
+            let name = &self.sections[e.section].name;
+            let why = format!("no backend of section {name} became free within timeout");
+            if let Step::Again = self.fail_request(e.client, 503, &why) {
+                self.drive_client(e.client);
+            }
         }
     }
 
@@ -477,16 +497,10 @@ impl Reactor {
                     Step::Gone
                 }
             }
-            Phase::Queued { section } => {
-                // The whole wait is the log's queue time.
-                let now = self.now;
-                if let Some(t) = cl.tally() {
-                    let waited = t.start.map(|s| now.saturating_duration_since(s));
-                    t.wait = t.wait.or(waited);
-                }
-                let name = &self.sections[section].name;
-                let why = format!("no backend of section {name} became free within timeout");
-                self.fail_request(c, 503, &why)
+            Phase::Queued { .. } => {
+                // `dispatch` keeps a queued request's deadline.
+                debug_assert!(false, "a connection timer fired for a queued request");
+                Step::Wait
             }
             Phase::Proxying { backend, .. } => {
                 let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
