@@ -300,12 +300,43 @@ fn reloads_under_load(top: &str) {
     p.assert_alive();
 }
 
+/// A proxy with `timeout: 30` and one backend connection.
+fn one_backend_waiting_30s() -> (Proxy, SocketAddr, EchoFarm) {
+    let p = Proxy::start(&one_section("timeout: 30", ""));
+    let backend = p.backend_addr(0);
+    let farm = EchoFarm::start(backend, "", 1, false);
+    wait_joined(&p, 1);
+    (p, backend, farm)
+}
+
+/// Keeps the only backend busy for 3 s and queues a request behind it:
+/// the client holding the backend, the queued one, and when it queued.
+fn hold_and_queue(p: &Proxy, farm: &mut EchoFarm) -> (Client, Client, Instant) {
+    let mut held = Client::connect(p.client_addr());
+    held.send(b"GET /sleep=3000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert!(farm.wait_for(T, |s| s.target == "/sleep=3000"));
+    let queued_at = Instant::now();
+    let mut queued = Client::connect(p.client_addr());
+    queued.send(b"GET /queued HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    (held, queued, queued_at)
+}
+
+/// Under `timeout: 1` the queued request gets its 503 about 1 s after it
+/// queued (served, it would have waited 3 s); the held one is answered.
+fn assert_503_after_about_1s(held: &mut Client, queued: &mut Client, queued_at: Instant) {
+    let r = queued.read_response(false);
+    let waited = queued_at.elapsed();
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "{waited:?}"
+    );
+    assert_eq!(held.read_response(false).status, 200);
+}
+
 #[test]
 fn a_reload_gives_a_section_a_docroot_and_a_new_timeout() {
-    let mut p = Proxy::start(&one_section("timeout: 30", ""));
-    let backend = p.backend_addr(0);
-    let mut farm = EchoFarm::start(backend, "", 1, false);
-    wait_joined(&p, 1);
+    let (mut p, backend, mut farm) = one_backend_waiting_30s();
     let site = p.dir.path.join("site");
     std::fs::create_dir_all(&site).unwrap();
     std::fs::write(site.join("hello.txt"), "hello from the docroot\n").unwrap();
@@ -327,53 +358,24 @@ fn a_reload_gives_a_section_a_docroot_and_a_new_timeout() {
     assert_eq!(r.body_str(), "hello from the docroot\n");
     assert!(r.header("X-Backend").is_none(), "{r:?}");
 
-    // The new `timeout` applies: with the only backend held, a second
-    // request gets its 503 after about 1 s, not 30.
-    let mut held = Client::connect(p.client_addr());
-    held.send(b"GET /sleep=3000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
-    assert!(farm.wait_for(T, |s| s.target == "/sleep=3000"));
-    let started = Instant::now();
-    let mut c = Client::connect(p.client_addr());
-    c.send(b"GET /queued HTTP/1.1\r\nHost: app.test\r\n\r\n");
-    let r = c.read_response(false);
-    assert_eq!(r.status, 503, "{r:?}");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
-    assert_eq!(held.read_response(false).status, 200);
+    // The new `timeout` applies to a request queued after the reload.
+    let (mut held, mut queued, queued_at) = hold_and_queue(&p, &mut farm);
+    assert_503_after_about_1s(&mut held, &mut queued, queued_at);
     p.assert_alive();
 }
 
 #[test]
 fn a_lower_timeout_applies_to_requests_already_waiting() {
-    let mut p = Proxy::start(&one_section("timeout: 30", ""));
-    let backend = p.backend_addr(0);
-    let mut farm = EchoFarm::start(backend, "", 1, false);
-    wait_joined(&p, 1);
-    let mut held = Client::connect(p.client_addr());
-    held.send(b"GET /sleep=3000 HTTP/1.1\r\nHost: app.test\r\n\r\n");
-    assert!(farm.wait_for(T, |s| s.target == "/sleep=3000"));
-    let started = Instant::now();
-    let mut c = Client::connect(p.client_addr());
-    c.send(b"GET /queued HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let (mut p, backend, mut farm) = one_backend_waiting_30s();
     // Queued under `timeout: 30`; the reload makes it 1 s, counted from
-    // when the request began waiting. Without that it would be served
-    // once the backend is free, at 3 s.
+    // when the request began waiting.
+    let (mut held, mut queued, queued_at) = hold_and_queue(&p, &mut farm);
     p.reload(&config(
         "timeout: 1",
         &[&section("app.test", &backend.to_string(), "default: true")],
     ))
     .expect("reload");
-    let r = c.read_response(false);
-    let waited = started.elapsed();
-    assert_eq!(r.status, 503, "{r:?}");
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
-        "{waited:?}"
-    );
-    assert_eq!(held.read_response(false).status, 200);
+    assert_503_after_about_1s(&mut held, &mut queued, queued_at);
     p.assert_alive();
 }
 

@@ -81,6 +81,9 @@ pub struct World {
     t0: Instant,
     now: Instant,
     dispatch: Dispatch,
+    /// The running config's `timeout` (what the checks hold the
+    /// dispatcher to).
+    timeout: Duration,
     conns: Slab<Conn>,
     /// Each address's section in the running config.
     addr_section: [Option<usize>; ADDRESSES],
@@ -131,6 +134,7 @@ impl World {
             t0,
             now: t0,
             dispatch: Dispatch::new(sections, timeout),
+            timeout,
             conns: Slab::new(),
             addr_section,
             redeployable,
@@ -525,7 +529,7 @@ impl World {
     /// Advances the clock, never past the next queue deadline (as the
     /// reactor's poll timeout does), and ends what expired.
     fn time_passes(&mut self) -> Check {
-        let timeout = self.dispatch.timeout();
+        let timeout = self.timeout;
         let step = match self.rng.below(10) {
             0 => timeout * 2,
             1..=3 => timeout / 4,
@@ -560,7 +564,7 @@ impl World {
     /// Ends every request the dispatcher says has waited `timeout`.
     /// `late`: the timeout was just lowered, so some may have waited longer.
     fn expire(&mut self, late: bool) -> Check {
-        let timeout = self.dispatch.timeout();
+        let timeout = self.timeout;
         while let Some(e) = self.dispatch.pop_expired(self.now) {
             let state = self.request(e.client).map(|r| r.state);
             let Some(Request::Queued { section, since, .. }) = state else {
@@ -668,6 +672,7 @@ impl World {
         let mut gone = self
             .dispatch
             .reload(live, total, &waiting_to, timeout, idle_to);
+        self.timeout = timeout;
         self.counts.reloads += 1;
         self.log(format!(
             "reload: {live} sections, {} retired, addresses {new_addr:?}, timeout {timeout:?}",
