@@ -105,9 +105,9 @@ impl WaitQueue {
         r.into_iter().chain(n).min()
     }
 
-    /// Takes the request that has waited the longest if it began waiting
-    /// at or before `limit`.
-    fn pop_older_than(&mut self, limit: Instant) -> Option<Waiter> {
+    /// Takes the request that has waited the longest if it has waited
+    /// `timeout` by `now`.
+    fn pop_expired(&mut self, now: Instant, timeout: Duration) -> Option<Waiter> {
         let r = self.retries.front().map(|w| w.since);
         let n = self.new.front().map(|w| w.since);
         let q = match (r, n) {
@@ -117,7 +117,7 @@ impl WaitQueue {
             (None, None) => return None,
         };
         match q.front() {
-            Some(w) if w.since <= limit => q.pop_front(),
+            Some(w) if w.since + timeout <= now => q.pop_front(),
             _ => None,
         }
     }
@@ -342,9 +342,8 @@ impl Dispatch {
         if self.waiting == 0 {
             return None;
         }
-        let limit = now.checked_sub(self.timeout)?;
         for (section, q) in self.sections.iter_mut().enumerate() {
-            if let Some(w) = q.waiting.pop_older_than(limit) {
+            if let Some(w) = q.waiting.pop_expired(now, self.timeout) {
                 self.waiting -= 1;
                 return Some(Expired {
                     section,
