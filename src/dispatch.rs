@@ -21,8 +21,10 @@
 //!   time its entries were queued, so the soonest deadline of a section is
 //!   at the front of one of the two, and taking a request never passes over
 //!   one of the same class that has waited longer;
-//! - a request is never handed out after its deadline: `pop_expired` ends it
-//!   first, and `next_deadline` says when the caller must ask.
+//! - a request is never handed out at or after its deadline: `next_deadline`
+//!   says when the caller must wake, and the caller calls `pop_expired` with
+//!   each new `now` (and after a reload) before anything can free a backend;
+//!   `backend_free` and `next_pairing` check that it did.
 //!
 //! Sections after the first `live` are *retired* (a reload removed them
 //! while some of their backends were busy): they take no new requests, and
@@ -283,12 +285,16 @@ impl Dispatch {
     }
 
     /// `backend` (of `section`) is free: its handshake is done or its last
-    /// response was read.
-    pub fn backend_free(&mut self, section: usize, backend: usize) -> Freed {
+    /// response was read. `now`: the clock `pop_expired` was last called with.
+    pub fn backend_free(&mut self, section: usize, backend: usize, now: Instant) -> Freed {
         let retired = section >= self.live;
         let q = &mut self.sections[section];
         debug_assert!(!q.idle.contains(&backend));
         if let Some(w) = q.waiting.pop_next() {
+            debug_assert!(
+                w.since + self.timeout > now,
+                "an expired request handed out"
+            );
             self.waiting -= 1;
             return Freed::Paired(w.client);
         }
@@ -393,8 +399,9 @@ impl Dispatch {
     /// - `idle_to(b)`: the new section of idle backend `b`, or `None` if its
     ///   address is gone.
     ///
-    /// Returns the idle backends to close, with their old section. Pair
-    /// what the moves brought together with `next_pairing` afterwards.
+    /// Returns the idle backends to close, with their old section. Then
+    /// call `pop_expired` (the new `timeout` may be lower) and pair what the
+    /// moves brought together with `next_pairing`.
     pub fn reload(
         &mut self,
         live: usize,
@@ -431,13 +438,18 @@ impl Dispatch {
     }
 
     /// An idle backend and a waiting request of the same section, if a
-    /// reload left any such pair.
-    pub fn next_pairing(&mut self) -> Option<Pairing> {
+    /// reload left any such pair. Call `pop_expired` first: a lowered
+    /// `timeout` may have expired some.
+    pub fn next_pairing(&mut self, now: Instant) -> Option<Pairing> {
         for (section, q) in self.sections.iter_mut().enumerate() {
             if q.idle.is_empty() || q.waiting.is_empty() {
                 continue;
             }
             let (backend, w) = (q.idle.pop_front()?, q.waiting.pop_next()?);
+            debug_assert!(
+                w.since + self.timeout > now,
+                "an expired request handed out"
+            );
             self.waiting -= 1;
             return Some(Pairing {
                 section,
@@ -461,15 +473,15 @@ mod tests {
     fn the_backend_idle_longest_takes_the_oldest_request() {
         let t0 = Instant::now();
         let mut d = Dispatch::new(1, Duration::from_secs(1));
-        assert_eq!(d.backend_free(0, 1), Freed::Idle);
-        assert_eq!(d.backend_free(0, 2), Freed::Idle);
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Idle);
+        assert_eq!(d.backend_free(0, 2, t0), Freed::Idle);
         assert_eq!(d.request(0, 10, t0), Placed::Paired(1));
         assert_eq!(d.request(0, 11, t0), Placed::Paired(2));
         assert_eq!(d.request(0, 12, at(t0, 1)), Placed::Queued);
         assert_eq!(d.request(0, 13, at(t0, 2)), Placed::Queued);
-        assert_eq!(d.backend_free(0, 2), Freed::Paired(12));
-        assert_eq!(d.backend_free(0, 1), Freed::Paired(13));
-        assert_eq!(d.backend_free(0, 1), Freed::Idle);
+        assert_eq!(d.backend_free(0, 2, t0), Freed::Paired(12));
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Paired(13));
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Idle);
         assert!(d.backend_gone(0, 1));
         assert!(!d.backend_gone(0, 1));
     }
@@ -481,9 +493,9 @@ mod tests {
         assert_eq!(d.request(0, 10, t0), Placed::Queued);
         assert_eq!(d.retry(0, 20, at(t0, 5)), Placed::Queued);
         assert_eq!(d.retry(0, 21, at(t0, 6)), Placed::Queued);
-        assert_eq!(d.backend_free(0, 1), Freed::Paired(20));
-        assert_eq!(d.backend_free(0, 1), Freed::Paired(21));
-        assert_eq!(d.backend_free(0, 1), Freed::Paired(10));
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Paired(20));
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Paired(21));
+        assert_eq!(d.backend_free(0, 1, t0), Freed::Paired(10));
     }
 
     #[test]
@@ -517,8 +529,8 @@ mod tests {
         d.request(0, 11, at(t0, 4));
         d.request(1, 20, at(t0, 2));
         d.request(1, 21, at(t0, 3));
-        d.backend_free(2, 30);
-        d.backend_free(2, 31);
+        d.backend_free(2, 30, t0);
+        d.backend_free(2, 31, t0);
         // Old sections 0 and 1 merge into new 0; old 2's backends: 30 to
         // new 0, 31 gone.
         let gone = d.reload(1, 1, &[0, 0, 0], Duration::from_secs(2), |b| {
@@ -527,9 +539,9 @@ mod tests {
         assert_eq!(gone, vec![(31, 2)]);
         let order: Vec<usize> = d.waiting(0).map(|(_, w)| w.client).collect();
         assert_eq!(order, [10, 20, 21, 11]);
-        let p = d.next_pairing().unwrap();
+        let p = d.next_pairing(t0).unwrap();
         assert_eq!((p.section, p.client, p.backend), (0, 10, 30));
-        assert_eq!(d.next_pairing(), None);
+        assert_eq!(d.next_pairing(t0), None);
         assert_eq!(d.timeout(), Duration::from_secs(2));
     }
 
@@ -541,8 +553,8 @@ mod tests {
         // Section 0 is removed; its queue is kept as retired section 1.
         d.reload(1, 2, &[1], Duration::from_secs(1), |_| None);
         assert_eq!(d.live(), 1);
-        assert_eq!(d.backend_free(1, 7), Freed::Paired(10));
-        assert_eq!(d.backend_free(1, 7), Freed::Close);
+        assert_eq!(d.backend_free(1, 7, t0), Freed::Paired(10));
+        assert_eq!(d.backend_free(1, 7, t0), Freed::Close);
     }
 
     #[test]

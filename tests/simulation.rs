@@ -14,26 +14,42 @@
 //!
 //! A model of the world (who is queued where since when, which backend
 //! serves whom) checks after every step that:
-//! - every request ends exactly once, and none is left hanging at the end;
+//! - every request ends exactly once: any answer naming a key is checked
+//!   against the request that key names now, and when the schedule drains
+//!   every request has ended;
 //! - a backend serves at most one request at a time, and only a connected,
 //!   idle backend of the request's own section is handed a request;
-//! - FIFO holds: no request is passed over by one of its section that has
-//!   waited less (retries go before new requests), and the backend idle the
-//!   longest is taken first;
+//! - FIFO holds exactly: a section serves its retries, then its new
+//!   requests, each in the order they began waiting (requests queued at the
+//!   same instant in the order they were queued); queues merged by a
+//!   reload keep that order, and idle backends their old order; the
+//!   backend idle the longest is taken first;
 //! - a request never waits past `timeout`: the clock only advances as far
-//!   as `next_deadline` allows, as the reactor's poll does, and a request
-//!   expires exactly `timeout` after it began waiting;
+//!   as `next_deadline` allows, as the reactor's poll does; a request
+//!   expires exactly `timeout` after it began waiting (at once if a reload
+//!   lowered `timeout` below what it has waited), and is never handed a
+//!   backend at or after that;
+//! - a failed backend's request is retried, answered 502 or cut as the rule
+//!   says (stated again in the model), at most `MAX_REDEPLOYS` times;
 //! - nothing waits while an idle backend of its section could take it, and
-//!   the dispatcher's queues hold exactly what the model says.
+//!   the dispatcher's queues hold exactly what the model says, in order.
 //!
-//! A failure prints its seed and the last steps; `SIM_SEED=N cargo test
-//! --test simulation` replays that seed alone, and `SIM_SEEDS=N` runs N
-//! seeds instead of the default.
+//! A failure (a broken rule, or a panic in `Dispatch` or the model) prints
+//! its seed, what broke and the last steps; `SIM_SEED=N cargo test --test
+//! simulation` replays that seed alone, and `SIM_SEEDS=N` runs N seeds
+//! instead of the default. `simulation/plant_bugs.py` plants known bugs in
+//! `src/dispatch.rs` one at a time and checks that each is caught.
+//!
+//! The reactor's own part of a reload (which section takes over which
+//! address, which sections retire) is worked out again here, not run; it
+//! is tested end to end in `tests/reload.rs`.
 
 #[path = "simulation/world.rs"]
 mod world;
 
+use std::any::Any;
 use std::fmt::Write as _;
+use std::panic::{self, AssertUnwindSafe};
 
 use world::{Counts, World};
 
@@ -65,21 +81,23 @@ impl Rng {
     }
 }
 
-/// Runs one seed; on a violation, says what, where, and what led to it.
+/// Runs one seed; on a violation (or a panic, in `Dispatch` or in the
+/// model), says what, where, and what led to it.
 fn run(seed: u64) -> Result<Counts, String> {
     let mut w = World::new(seed);
     let mut outcome = Ok(());
     let mut at = 0;
-    for step in 0..STEPS {
+    for step in 0..=STEPS {
         at = step;
-        outcome = w.step();
+        let w = &mut w;
+        let taken = panic::catch_unwind(AssertUnwindSafe(|| match step {
+            STEPS => w.drain(),
+            _ => w.step(),
+        }));
+        outcome = taken.unwrap_or_else(|p| Err(format!("panicked: {}", panic_text(&p))));
         if outcome.is_err() {
             break;
         }
-    }
-    if outcome.is_ok() {
-        at = STEPS;
-        outcome = w.drain();
     }
     match outcome {
         Ok(()) => Ok(w.counts),
@@ -94,6 +112,14 @@ fn run(seed: u64) -> Result<Counts, String> {
             );
             Err(msg)
         }
+    }
+}
+
+fn panic_text(p: &Box<dyn Any + Send>) -> &str {
+    match (p.downcast_ref::<&str>(), p.downcast_ref::<String>()) {
+        (Some(s), _) => s,
+        (_, Some(s)) => s,
+        _ => "(no message)",
     }
 }
 

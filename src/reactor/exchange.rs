@@ -104,14 +104,21 @@ impl Reactor {
                 return;
             }
         }
-        match self.dispatch.backend_free(section, b) {
-            Freed::Paired(c) => {
-                debug_assert!(client_in(&mut self.conns, c).is_some());
-                self.pair(c, b, section);
-                self.pending.push(c);
+        loop {
+            match self.dispatch.backend_free(section, b, self.now) {
+                Freed::Paired(c) if client_in(&mut self.conns, c).is_none() => {
+                    // Closed clients leave their queue (`close_client`).
+                    debug_assert!(false, "closed client {c} was still queued");
+                    continue;
+                }
+                Freed::Paired(c) => {
+                    self.pair(c, b, section);
+                    self.pending.push(c);
+                }
+                Freed::Idle => {}
+                Freed::Close => self.close_backend(b, Some("its section was removed by a reload")),
             }
-            Freed::Idle => {}
-            Freed::Close => self.close_backend(b, Some("its section was removed by a reload")),
+            return;
         }
     }
 

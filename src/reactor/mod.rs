@@ -365,6 +365,9 @@ impl Reactor {
                 return Err(e);
             }
             self.now = Instant::now();
+            // Before any event can free a backend: a request whose deadline
+            // has come gets its 503, not that backend.
+            self.expire_waiting();
             for event in events.iter() {
                 let readable = event.is_readable() || event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
@@ -378,7 +381,6 @@ impl Reactor {
                 self.run_pending();
             }
             self.fire_timers();
-            self.expire_waiting();
             self.run_pending();
             if self.accept_retry.is_some_and(|t| t <= self.now) {
                 self.accept_retry = None;

@@ -226,8 +226,11 @@ impl Reactor {
         for (b, section) in gone {
             self.drop_backend(b, &section, "its outgoing address was removed by a reload");
         }
+        // Requests that waited longer than a lowered `timeout` get their 503
+        // before any is paired.
+        self.expire_waiting();
         // A section that now has both idle backends and waiting requests.
-        while let Some(p) = self.dispatch.next_pairing() {
+        while let Some(p) = self.dispatch.next_pairing(self.now) {
             self.pair(p.client, p.backend, p.section);
             self.pending.push(p.client);
         }

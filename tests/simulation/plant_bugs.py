@@ -26,6 +26,12 @@ BUGS = {
     "a reload keeps an idle backend whose address is gone": ("                    Some(j) if j < live => self.sections[j].idle.push_back(b),","                    Some(j) if j < live => self.sections[j].idle.push_back(b),\n                    None if i < live => self.sections[i].idle.push_back(b),"),
     "a reload keeps the old timeout": ("        self.timeout = timeout;\n",""),
     "a retry that leaves stays queued": ("        for q in [&mut self.retries, &mut self.new] {","        for q in [&mut self.new] {"),
+    "new requests of one instant served last first": ("        q.push_back(w);\n", "        match q.back().copied() {\n            Some(last) if last.since == w.since => {\n                q.pop_back();\n                q.push_back(w);\n                q.push_back(last);\n            }\n            _ => q.push_back(w),\n        }\n"),
+    "a merge puts the other queue first on a tie": ("(Some(x), Some(y)) => x.since <= y.since,", "(Some(x), Some(y)) => x.since < y.since,"),
+    "a reload reverses idle backends": ("Some(j) if j < live => self.sections[j].idle.push_back(b),", "Some(j) if j < live => self.sections[j].idle.push_front(b),"),
+    "a request not kept whole is retried": ("} else if redeployable && retained && redeploys < MAX_REDEPLOYS {", "} else if redeployable && redeploys < MAX_REDEPLOYS {"),
+    "a request is retried after its response started": ("    if started {\n        AfterFailure::Cut", "    if started && !redeployable {\n        AfterFailure::Cut"),
+    "retired sections never expire": ("        for (section, q) in self.sections.iter_mut().enumerate() {\n            if let Some(w) = q.waiting.pop_expired", "        for (section, q) in self.sections.iter_mut().enumerate().take(self.live) {\n            if let Some(w) = q.waiting.pop_expired"),
 }
 
 

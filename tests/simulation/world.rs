@@ -29,6 +29,9 @@ enum Request {
         section: usize,
         class: Class,
         since: Instant,
+        /// Order among requests queued at the same `since` (renumbered when
+        /// a reload merges queues, in the order the merge must keep).
+        seq: u64,
     },
     Served {
         section: usize,
@@ -65,6 +68,23 @@ enum Conn {
     Backend(BackendInfo),
 }
 
+/// A request the model has waiting in a section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Waiting {
+    key: usize,
+    class: Class,
+    since: Instant,
+    seq: u64,
+}
+
+impl Waiting {
+    /// The order a section serves its waiting requests in: retries first,
+    /// then by when each began waiting.
+    fn order(&self) -> (bool, Instant, u64) {
+        (self.class == Class::New, self.since, self.seq)
+    }
+}
+
 /// How a request ended (each exactly once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -91,6 +111,7 @@ pub struct World {
     /// Each section's idle backends, the one idle the longest first.
     idle: Vec<VecDeque<usize>>,
     next_id: u64,
+    next_seq: u64,
     /// Request ids that ended, with how (indexed by id).
     ended: Vec<Option<End>>,
     pub trace: VecDeque<String>,
@@ -140,6 +161,7 @@ impl World {
             redeployable,
             idle: vec![VecDeque::new(); sections],
             next_id: 0,
+            next_seq: 0,
             ended: Vec::new(),
             trace: VecDeque::new(),
             counts: Counts::default(),
@@ -184,40 +206,44 @@ impl World {
             .collect()
     }
 
-    fn queued_in(&self, section: usize) -> Vec<(usize, Class, Instant)> {
-        let mut q: Vec<(usize, Class, Instant)> = self
+    /// The section's waiting requests, in the order they must be served.
+    fn queued_in(&self, section: usize) -> Vec<Waiting> {
+        let mut q: Vec<Waiting> = self
             .conns
             .iter()
-            .filter_map(|(k, c)| match c {
+            .filter_map(|(key, c)| match c {
                 Conn::Client(RequestInfo {
                     state:
                         Request::Queued {
                             section: s,
                             class,
                             since,
+                            seq,
                         },
                     ..
-                }) if *s == section => Some((k, *class, *since)),
+                }) if *s == section => Some(Waiting {
+                    key,
+                    class: *class,
+                    since: *since,
+                    seq: *seq,
+                }),
                 _ => None,
             })
             .collect();
-        q.sort_by_key(|&(k, class, since)| (class == Class::New, since, k));
+        q.sort_by_key(Waiting::order);
         q
     }
 
-    /// Ends the request on `key` and frees its key.
+    /// Ends the request on `key` and frees its key. A request ends at most
+    /// once because its key then names nobody, or a later request: every
+    /// answer of the dispatcher that names a key is checked against the
+    /// state of the request the key names now. `drain` checks that each
+    /// ended at least once.
     fn end(&mut self, key: usize, how: End) -> Check {
         let Some(Conn::Client(r)) = self.conns.try_remove(key) else {
             return Err(format!("ending {key}, which is no request"));
         };
-        let slot = &mut self.ended[r.id as usize];
-        ensure!(
-            slot.is_none(),
-            "request #{} ended twice: {:?}, then {how:?}",
-            r.id,
-            slot
-        );
-        *slot = Some(how);
+        self.ended[r.id as usize] = Some(how);
         self.counts.ends[how as usize] += 1;
         self.log(format!("request #{} (key {key}) ends: {how:?}", r.id));
         Ok(())
@@ -226,7 +252,7 @@ impl World {
     /// The dispatcher handed `client`, waiting in `section`, to `backend`.
     fn paired(&mut self, section: usize, client: usize, backend: usize) -> Check {
         let queue = self.queued_in(section);
-        let Some(&(_, class, since)) = queue.iter().find(|(k, _, _)| *k == client) else {
+        let Some(w) = queue.iter().find(|w| w.key == client) else {
             return Err(format!(
                 "key {client} was handed a backend of section {section} but is not waiting there ({:?})",
                 self.request(client).map(|r| r.state)
@@ -234,12 +260,21 @@ impl World {
         };
         let first = queue[0];
         ensure!(
-            (first.1, first.2) == (class, since),
-            "FIFO: key {client} ({class:?} since {:?}) served before key {} ({:?} since {:?}) in section {section}",
-            since - self.t0,
-            first.0,
-            first.1,
-            first.2 - self.t0
+            first.key == client,
+            "FIFO: key {client} ({:?} since {:?}, #{}) served before key {} ({:?} since {:?}, #{}) in section {section}",
+            w.class,
+            w.since - self.t0,
+            w.seq,
+            first.key,
+            first.class,
+            first.since - self.t0,
+            first.seq
+        );
+        ensure!(
+            self.now - w.since < self.timeout,
+            "key {client} handed a backend after waiting {:?}, timeout {:?}",
+            self.now - w.since,
+            self.timeout
         );
         self.serve(section, client, backend)
     }
@@ -297,12 +332,14 @@ impl World {
                     "key {client} queued while backends {:?} are idle in section {section}",
                     self.idle[section]
                 );
-                let now = self.now;
+                let (now, seq) = (self.now, self.next_seq);
+                self.next_seq += 1;
                 let r = self.request_mut(client).expect("placed requests exist");
                 r.state = Request::Queued {
                     section,
                     class,
                     since: now,
+                    seq,
                 };
                 let id = r.id;
                 self.log(format!(
@@ -318,7 +355,7 @@ impl World {
         let b = self.backend_mut(backend).expect("a freed backend exists");
         b.state = Backend::Idle;
         let section = b.section;
-        match self.dispatch.backend_free(section, backend) {
+        match self.dispatch.backend_free(section, backend, self.now) {
             Freed::Paired(c) => self.paired(section, c, backend),
             Freed::Idle => {
                 ensure!(
@@ -451,15 +488,23 @@ impl World {
         let r = self.request_mut(c).expect("a served request exists");
         r.started |= started;
         let (started, retained, redeploys) = (r.started, r.retained, r.redeploys);
-        match after_failure(started, redeployable, retained, redeploys) {
+        // The rule (DESIGN §2.5), stated again here to hold the code to it.
+        let expected = if started {
+            AfterFailure::Cut
+        } else if redeployable && retained && redeploys < MAX_REDEPLOYS {
+            AfterFailure::Retry
+        } else {
+            AfterFailure::Fail
+        };
+        let rule = after_failure(started, redeployable, retained, redeploys);
+        ensure!(
+            rule == expected,
+            "after_failure(started {started}, redeployable {redeployable}, retained {retained}, redeploys {redeploys}) is {rule:?}, not {expected:?}"
+        );
+        match rule {
             AfterFailure::Cut => self.end(c, End::Cut),
             AfterFailure::Fail => self.end(c, End::Failed),
             AfterFailure::Retry => {
-                ensure!(
-                    redeploys < MAX_REDEPLOYS,
-                    "request retried {} times",
-                    redeploys + 1
-                );
                 let r = self.request_mut(c).expect("exists");
                 r.redeploys += 1;
                 r.state = Request::Placing { section };
@@ -545,17 +590,19 @@ impl World {
             to = to.min(d);
         }
         self.now = to;
-        for (k, class, since) in self.all_queued() {
+        for w in self.all_queued() {
             ensure!(
-                self.now - since <= timeout,
-                "key {k} ({class:?}) has waited {:?}, past timeout {timeout:?}: next_deadline was late",
-                self.now - since
+                self.now - w.since <= timeout,
+                "key {} ({:?}) has waited {:?}, past timeout {timeout:?}: next_deadline was late",
+                w.key,
+                w.class,
+                self.now - w.since
             );
         }
         self.expire(false)
     }
 
-    fn all_queued(&self) -> Vec<(usize, Class, Instant)> {
+    fn all_queued(&self) -> Vec<Waiting> {
         (0..self.dispatch.sections())
             .flat_map(|s| self.queued_in(s))
             .collect()
@@ -589,11 +636,12 @@ impl World {
             );
             self.end(e.client, End::Expired)?;
         }
-        for (k, _, since) in self.all_queued() {
+        for w in self.all_queued() {
             ensure!(
-                self.now - since < timeout,
-                "key {k} has waited {:?} (timeout {timeout:?}) and was not expired",
-                self.now - since
+                self.now - w.since < timeout,
+                "key {} has waited {:?} (timeout {timeout:?}) and was not expired",
+                w.key,
+                self.now - w.since
             );
         }
         Ok(())
@@ -637,6 +685,8 @@ impl World {
                 None => usize::MAX,
             })
             .collect();
+        let old_queues: Vec<Vec<Waiting>> = (0..old_sections).map(|s| self.queued_in(s)).collect();
+        let old_idle = std::mem::take(&mut self.idle);
         let mut expect_gone = Vec::new();
         for k in self.keys(|c| matches!(c, Conn::Backend(_))) {
             let Some(Conn::Backend(be)) = self.conns.get_mut(k) else {
@@ -689,24 +739,39 @@ impl World {
         }
         self.addr_section = new_addr;
         self.redeployable = (0..total).map(|_| self.rng.chance(60)).collect();
-        // The model's idle lists, rebuilt in the dispatcher's order once
-        // the sets are known to agree.
+        // Idle backends keep their old order: old section by old section,
+        // each in its own order.
         self.idle = vec![VecDeque::new(); total];
-        for s in 0..total {
-            let listed: Vec<usize> = self.dispatch.idle(s).collect();
-            let mut want = self.keys(
-                |c| matches!(c, Conn::Backend(b) if b.section == s && b.state == Backend::Idle),
-            );
-            let mut got = listed.clone();
-            got.sort_unstable();
-            want.sort_unstable();
-            ensure!(
-                got == want,
-                "after the reload section {s} lists idle {got:?}, the model has {want:?}"
-            );
-            self.idle[s] = listed.into();
+        for b in old_idle.into_iter().flatten() {
+            if let Some(Conn::Backend(be)) = self.conns.get(b) {
+                self.idle[be.section].push_back(b);
+            }
         }
-        while let Some(p) = self.dispatch.next_pairing() {
+        // Merged queues keep the order in which requests began waiting;
+        // at the same instant, old section by old section.
+        for t in 0..total {
+            let mut merged: Vec<Waiting> = (0..old_sections)
+                .filter(|&i| waiting_to[i] == t)
+                .flat_map(|i| old_queues[i].iter().copied())
+                .collect();
+            merged.sort_by_key(|w| (w.class == Class::New, w.since)); // stable
+            for w in merged {
+                let next = self.next_seq;
+                self.next_seq += 1;
+                if let Some(RequestInfo {
+                    state: Request::Queued { seq, .. },
+                    ..
+                }) = self.request_mut(w.key)
+                {
+                    *seq = next;
+                }
+            }
+        }
+        self.check_queues(false)?;
+        // A lowered timeout ends what waited too long before anything is
+        // paired, as the reactor's reload does.
+        self.expire(true)?;
+        while let Some(p) = self.dispatch.next_pairing(self.now) {
             ensure!(
                 p.section < live,
                 "a pairing in retired section {}",
@@ -720,12 +785,28 @@ impl World {
             );
             self.paired(p.section, p.client, p.backend)?;
         }
-        self.expire(true)
+        Ok(())
+    }
+
+    /// Waiting requests as `key:Class@ms`.
+    fn show(&self, q: &[(usize, Class, Instant)]) -> String {
+        let items: Vec<String> = q
+            .iter()
+            .map(|(k, c, since)| format!("{k}:{c:?}@{:.3}", (*since - self.t0).as_secs_f64() * 1e3))
+            .collect();
+        format!("[{}]", items.join(", "))
     }
 
     /// The dispatcher's queues hold exactly the model's, and nothing waits
     /// beside an idle backend.
     fn check(&self) -> Check {
+        self.check_queues(true)
+    }
+
+    /// The dispatcher's queues hold exactly the model's, in order; with
+    /// `paired`, nothing waits beside an idle backend (not so in the middle
+    /// of a reload, before `next_pairing`).
+    fn check_queues(&self, paired: bool) -> Check {
         ensure!(
             self.dispatch.sections() == self.idle.len(),
             "dispatch has {} sections, the model {}",
@@ -743,20 +824,24 @@ impl World {
                 let ok = matches!(self.conns.get(b), Some(Conn::Backend(be)) if be.state == Backend::Idle && be.section == s);
                 ensure!(ok, "section {s} lists idle backend {b}, which is not");
             }
-            let mut listed: Vec<(usize, Class, Instant)> = self
+            let listed: Vec<(usize, Class, Instant)> = self
                 .dispatch
                 .waiting(s)
                 .map(|(c, w)| (w.client, c, w.since))
                 .collect();
-            let mut want = self.queued_in(s);
-            listed.sort_by_key(|&(k, _, _)| k);
-            want.sort_by_key(|&(k, _, _)| k);
+            let want: Vec<(usize, Class, Instant)> = self
+                .queued_in(s)
+                .iter()
+                .map(|w| (w.key, w.class, w.since))
+                .collect();
             ensure!(
                 listed == want,
-                "section {s}: dispatch waiting {listed:?}, model {want:?}"
+                "section {s}: dispatch waiting {}, model {} (in serving order)",
+                self.show(&listed),
+                self.show(&want)
             );
             ensure!(
-                idle.is_empty() || want.is_empty(),
+                !paired || idle.is_empty() || want.is_empty(),
                 "section {s} has idle backends {idle:?} and waiting requests"
             );
             ensure!(
