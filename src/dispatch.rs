@@ -366,10 +366,6 @@ impl Dispatch {
         self.waiting
     }
 
-    pub fn idle_count(&self, section: usize) -> usize {
-        self.sections.get(section).map_or(0, |q| q.idle.len())
-    }
-
     pub fn waiting_count(&self, section: usize) -> usize {
         self.sections.get(section).map_or(0, |q| q.waiting.len())
     }

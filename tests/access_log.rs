@@ -368,26 +368,13 @@ fn connect(addr: SocketAddr) -> TcpStream {
 /// it); panics if it stays open past the deadline.
 fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!(
-                    "the proxy kept the connection open past {T:?}; got {:?}",
-                    String::from_utf8_lossy(&got)
-                )
-            }
-            Err(_) => return got,
-        }
+    if !receive_to_close(s, &mut got, T) {
+        panic!(
+            "the proxy kept the connection open past {T:?}; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
+    got
 }
 
 /// Sends `request` on a fresh connection and returns every byte received

@@ -1808,3 +1808,31 @@ pub fn join_within<T>(h: thread::JoinHandle<T>, timeout: Duration, what: &str) -
 pub fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
+
+/// Appends what arrives on `s` to `got` until the peer closes (true) or
+/// `timeout` passes (false).
+pub fn receive_to_close(s: &mut TcpStream, got: &mut Vec<u8>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 16384];
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let _ = s.set_read_timeout(Some(deadline - now));
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true, // reset: closed too
+        }
+    }
+}
