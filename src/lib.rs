@@ -8,6 +8,8 @@
 //! - `dispatch`: sans-I/O pairing of waiting requests with idle backends,
 //!   queue deadlines and retries, driven by the reactor (and by the seeded
 //!   simulation in `tests/simulation.rs`).
+//! - `pace`: sans-I/O rule for how long the proxy waits for a request body
+//!   (`min_body_rate`, `body_timeout`).
 //! - `status`: the status endpoint's snapshot, rendered as Prometheus text or
 //!   an HTML page.
 //! - `backend`: a library for writing backends in Rust (blocking, one thread
@@ -29,6 +31,7 @@ pub mod daemon;
 pub mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod pace;
 pub mod proto;
 pub mod reactor;
 pub mod router;

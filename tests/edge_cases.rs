@@ -186,7 +186,11 @@ fn tcp_queues(local_port: u16, remote_port: u16) -> Option<(u64, u64)> {
 /// body (early 401/413/redirect), then drains it as HTTP/1.1 requires.
 #[test]
 fn request_bytes_still_queued_for_the_backend_are_not_dropped() {
-    let p = Proxy::start(&one_section("backend_timeout: 20", ""));
+    // Neither buffered nor spooled: the backend sees the body as it arrives.
+    let p = Proxy::start(&one_section(
+        "backend_timeout: 20\nrequest_buffer: 0\nrequest_spool_limit: 0",
+        "",
+    ));
     let mut b = Backend::connect(p.backend_addr(0), &id12("early", 1), "");
     let b_local = b.conn.stream.local_addr().unwrap().port();
     let b_listen = p.backend_addr(0).port();
@@ -277,7 +281,7 @@ fn request_bytes_still_queued_for_the_backend_are_not_dropped() {
 /// connection that is then shut, and will reuse it for its next request.
 #[test]
 fn early_response_that_ends_the_connection_says_connection_close() {
-    let p = Proxy::start(&one_section("", ""));
+    let p = Proxy::start(&one_section("request_spool_limit: 0", ""));
     let mut b = Backend::connect(p.backend_addr(0), &id12("early", 2), "");
     let mut c = Client::connect(p.client_addr());
     c.send(b"POST /big HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100000\r\n\r\n0123456789");

@@ -299,9 +299,42 @@ fn interim_100_continue_relayed_then_keepalive() {
     join_within(h, Duration::from_secs(20), "backend");
 }
 
+/// A small body is read by the proxy before a backend is taken, so the
+/// proxy answers `Expect: 100-continue` itself; the backend gets the whole
+/// request, and a `100 Continue` it sends too is not passed on twice.
 #[test]
-fn expect_100_continue_head_forwarded_before_body() {
+fn expect_100_continue_is_answered_by_the_proxy_for_a_buffered_body() {
     let p = proxy();
+    let mut b = Backend::connect(p.backend_addr(0), &id12("e100b", 1), "");
+    let h = thread::spawn(move || {
+        let r = b.read_request().expect("read request").expect("a request");
+        assert_eq!(r.body, b"0123456789");
+        b.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        b.respond("201 Created", &[], b"stored");
+        b.echo_one();
+    });
+    let mut c = Client::connect(p.client_addr());
+    c.send(b"PUT /thing HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n");
+    let _ = c.conn.stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let interim = c.read_response(false);
+    let _ = c.conn.stream.set_read_timeout(Some(IO_TIMEOUT));
+    assert_eq!(interim.status, 100, "{interim:?}");
+    c.send(b"0123456789");
+    let r = c.read_response(false);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.body, b"stored");
+    second_request_ok(&mut c, "e100b");
+    join_within(h, Duration::from_secs(20), "backend");
+}
+
+/// A streamed body (neither buffered nor spooled): the head goes ahead and
+/// the backend's own `100 Continue` is relayed.
+#[test]
+fn expect_100_continue_head_forwarded_before_a_streamed_body() {
+    let p = Proxy::start(&one_section(
+        "request_buffer: 0\nrequest_spool_limit: 0",
+        "",
+    ));
     let mut b = Backend::connect(p.backend_addr(0), &id12("e100-", 1), "");
     let h = thread::spawn(move || {
         let head = b

@@ -23,6 +23,21 @@ pub(super) const DEFAULT_HANDSHAKE_TIMEOUT_S: u64 = 5;
 pub(super) const DEFAULT_HEALTH_URI: &str = "/swiftiply_health";
 pub(super) const DEFAULT_LOG_LEVEL: u8 = 2;
 pub(super) const DEFAULT_MAX_HEADER_BYTES: usize = 16384;
+/// `request_buffer`: a body this small is read whole before a backend is
+/// taken. 8 KiB holds the form posts and JSON calls most sites receive,
+/// and fits the pooled 16 KiB buffer beside a head of up to 8 KiB, so it
+/// costs no memory beyond what a request already holds.
+pub(super) const DEFAULT_REQUEST_BUFFER: usize = 8192;
+/// Largest `request_buffer`: every pooled buffer grows with it.
+pub(super) const MAX_REQUEST_BUFFER: u64 = 1 << 20;
+/// `request_spool_limit`: bytes of spooled bodies one worker keeps on disk.
+pub(super) const DEFAULT_REQUEST_SPOOL_LIMIT: u64 = 256 << 20;
+/// `min_body_rate` (bytes per second) and its grace period: Kestrel's
+/// idea, with a floor a real upload on a poor mobile link still clears.
+pub(super) const DEFAULT_MIN_BODY_RATE: u64 = 1024;
+pub(super) const DEFAULT_MIN_BODY_RATE_GRACE_S: u64 = 5;
+/// `body_timeout`: the longest a request body may take to arrive.
+pub(super) const DEFAULT_BODY_TIMEOUT_S: u64 = 300;
 pub(super) const MIN_MAX_HEADER_BYTES: u64 = 1024;
 pub(super) const MAX_MAX_HEADER_BYTES: u64 = 1_048_576;
 /// `max_connections` beyond this is a typo: no worker holds ten million
@@ -65,6 +80,12 @@ pub(super) fn config() -> Config {
         handshake_timeout: Duration::from_secs(DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         max_body_bytes: None,
+        request_buffer: DEFAULT_REQUEST_BUFFER,
+        request_spool_directory: None,
+        request_spool_limit: DEFAULT_REQUEST_SPOOL_LIMIT,
+        min_body_rate: DEFAULT_MIN_BODY_RATE,
+        min_body_rate_grace: Duration::from_secs(DEFAULT_MIN_BODY_RATE_GRACE_S),
+        body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_S),
         max_connections: None,
         workers: DEFAULT_WORKERS,
         cpu_affinity: false,

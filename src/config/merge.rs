@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use super::addresses::{check_incoming, parse_outgoing};
 use super::builtin::{
-    default_cache_extensions, DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_HANDSHAKE_TIMEOUT_S,
-    DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEALTH_URI, DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_HEADER_BYTES, DEFAULT_REDEPLOYMENT_SIZELIMIT, DEFAULT_SHUTDOWN_TIMEOUT_S,
+    default_cache_extensions, DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HANDSHAKE_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_HEALTH_URI,
+    DEFAULT_KEEPALIVE_TIMEOUT_S, DEFAULT_LOG_LEVEL, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MIN_BODY_RATE, DEFAULT_MIN_BODY_RATE_GRACE_S, DEFAULT_REDEPLOYMENT_SIZELIMIT,
+    DEFAULT_REQUEST_BUFFER, DEFAULT_REQUEST_SPOOL_LIMIT, DEFAULT_SHUTDOWN_TIMEOUT_S,
     DEFAULT_TIMEOUT_S, DEFAULT_WORKERS, MAX_KEY_BYTES, MAX_MAX_CONNECTIONS, MAX_MAX_HEADER_BYTES,
-    MAX_REDEPLOYMENT_SIZELIMIT, MIN_MAX_HEADER_BYTES,
+    MAX_REDEPLOYMENT_SIZELIMIT, MAX_REQUEST_BUFFER, MIN_MAX_HEADER_BYTES,
 };
 use super::cross_checks;
 use super::legacy::{logger_legacy, note_legacy, section_legacy, top_legacy};
@@ -252,6 +254,29 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         )));
     }
 
+    let request_buffer = raw.request_buffer.unwrap_or(DEFAULT_REQUEST_BUFFER as u64);
+    if request_buffer > MAX_REQUEST_BUFFER {
+        return Err(err(format!(
+            "request_buffer: {request_buffer} is out of range; give at most \
+             {MAX_REQUEST_BUFFER} bytes (default {DEFAULT_REQUEST_BUFFER}): every pooled \
+             buffer is this large"
+        )));
+    }
+    if let Some(dir) = &raw.request_spool_directory {
+        if dir.as_os_str().is_empty() {
+            return Err(err(
+                "request_spool_directory is empty; remove it (the system's temp directory \
+                 is used) or give a directory"
+                    .into(),
+            ));
+        }
+    }
+    if raw.body_timeout.is_some_and(|t| t.0.is_zero()) {
+        return Err(err(
+            "body_timeout: 0 would refuse every request body; give seconds (default 300)".into(),
+        ));
+    }
+
     if let Some(n) = raw.max_connections {
         if !(1..=MAX_MAX_CONNECTIONS).contains(&n) {
             return Err(err(format!(
@@ -326,6 +351,14 @@ pub(super) fn build(raw: RawTop, origin: &str) -> Result<Config, ConfigError> {
         handshake_timeout: seconds_or(raw.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT_S),
         max_header_bytes: max_header_bytes as usize,
         max_body_bytes: raw.max_body_bytes,
+        request_buffer: request_buffer as usize,
+        request_spool_directory: raw.request_spool_directory,
+        request_spool_limit: raw
+            .request_spool_limit
+            .unwrap_or(DEFAULT_REQUEST_SPOOL_LIMIT),
+        min_body_rate: raw.min_body_rate.unwrap_or(DEFAULT_MIN_BODY_RATE),
+        min_body_rate_grace: seconds_or(raw.min_body_rate_grace, DEFAULT_MIN_BODY_RATE_GRACE_S),
+        body_timeout: seconds_or(raw.body_timeout, DEFAULT_BODY_TIMEOUT_S),
         max_connections: raw.max_connections.map(|n| n as usize),
         workers: raw.workers.map_or(DEFAULT_WORKERS, |w| w.0),
         cpu_affinity: raw.cpu_affinity.is_some_and(|f| f.0),

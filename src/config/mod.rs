@@ -70,6 +70,22 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// `max_body_bytes`: request body limit (413); None = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// `request_buffer`: a request body of at most this many bytes is read
+    /// whole, in memory, before a backend is taken for it.
+    pub request_buffer: usize,
+    /// `request_spool_directory`: where larger bodies are spooled (as
+    /// unlinked files) until complete; None = the system's temp directory.
+    pub request_spool_directory: Option<PathBuf>,
+    /// `request_spool_limit`: bytes of spooled bodies one worker keeps on
+    /// disk; 0 turns spooling off (larger bodies are streamed to a backend
+    /// under `min_body_rate`).
+    pub request_spool_limit: u64,
+    /// `min_body_rate`: bytes per second a request body must average, after
+    /// `min_body_rate_grace`, while the proxy waits for it (408); 0 = off.
+    pub min_body_rate: u64,
+    pub min_body_rate_grace: Duration,
+    /// `body_timeout`: the longest the proxy waits for a whole request body.
+    pub body_timeout: Duration,
     /// `max_connections`: open client connections per worker; at the limit
     /// the worker stops accepting and new connections wait in the kernel's
     /// backlog. None = unlimited.

@@ -72,6 +72,17 @@ fn to_value(cfg: &Config) -> Value {
     if let Some(b) = cfg.max_body_bytes {
         m.insert(s("max_body_bytes"), Value::from(b));
     }
+    m.insert(s("request_buffer"), Value::from(cfg.request_buffer as u64));
+    if let Some(d) = &cfg.request_spool_directory {
+        m.insert(s("request_spool_directory"), path(d));
+    }
+    m.insert(
+        s("request_spool_limit"),
+        Value::from(cfg.request_spool_limit),
+    );
+    m.insert(s("min_body_rate"), Value::from(cfg.min_body_rate));
+    m.insert(s("min_body_rate_grace"), secs(cfg.min_body_rate_grace));
+    m.insert(s("body_timeout"), secs(cfg.body_timeout));
     if let Some(n) = cfg.max_connections {
         m.insert(s("max_connections"), Value::from(n as u64));
     }

@@ -43,10 +43,15 @@ pub struct RequestHead {
     pub absolute_rest: Option<Range<usize>>,
     /// Path of the target without query (for the health check URI).
     pub path: Range<usize>,
+    /// For an absolute-form target on a request without a Host header
+    /// (HTTP/1.0): the authority, sent to the backend as `Host`.
+    pub add_host: Option<Range<usize>>,
     /// End of the last X-Forwarded-For value, where `, <addr>` is appended.
     pub xff_value_end: Option<usize>,
     /// How many header lines it has (at most `MAX_HEADERS`).
     pub headers: usize,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +89,46 @@ impl fmt::Display for RequestError {
     }
 }
 
+/// Parse the request head at the start of `buf`, first rewriting a higher
+/// HTTP/1 minor version (`HTTP/1.2`) to `HTTP/1.1` in place: RFC 9110 §2.5
+/// has a recipient treat it as the highest minor version it implements,
+/// and a proxy forwards its own version.
+pub fn parse_mut(buf: &mut [u8], max_head: usize) -> Result<Option<RequestHead>, RequestError> {
+    match parse(buf, max_head) {
+        Err(RequestError::Bad(VERSION_ERROR)) if lower_minor_version(buf) => parse(buf, max_head),
+        other => other,
+    }
+}
+
+const VERSION_ERROR: &str = "not an HTTP/1.x request";
+
+/// Rewrites `HTTP/1.<2-9>` after the request line's second space to
+/// `HTTP/1.1`; says whether it did.
+fn lower_minor_version(buf: &mut [u8]) -> bool {
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let line = &buf[skip..];
+    let line_len = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    let mut spaces = line[..line_len]
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b' ')
+        .map(|(i, _)| i);
+    let Some(at) = spaces.nth(1).map(|sp| skip + sp + 1) else {
+        return false;
+    };
+    let digit = at + 7;
+    match buf.get(at..digit + 1) {
+        Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']) => {
+            buf[digit] = b'1';
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Parse the request head at the start of `buf`.
 ///
 /// `Ok(None)`: incomplete, read more (unless `buf` already holds `max_head`
@@ -113,6 +158,25 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     if method_s == "CONNECT" {
         return Err(RequestError::NotImplemented("CONNECT is not supported"));
     }
+    check_target(method_s.as_bytes(), target_s.as_bytes())?;
+    // httparse takes a bare LF for a line end; a proxy must not send one
+    // on (RFC 9112 §2.2), as a backend may end lines elsewhere. Every line
+    // end is checked: the request line's (one space, then 8 bytes of
+    // version), each field line's (after the value and any trailing
+    // whitespace httparse trimmed), and the blank line's.
+    if buf.get(target.end + 9) != Some(&b'\r') || buf[len - 2] != b'\r' {
+        return Err(BARE_LF);
+    }
+    for h in req.headers.iter() {
+        let end = offset_in(buf, h.value) + h.value.len();
+        let ws = buf[end..]
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        if buf[end + ws] != b'\r' {
+            return Err(BARE_LF);
+        }
+    }
 
     let mut host_hdr: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
@@ -121,6 +185,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     let mut conn_close = false;
     let mut conn_keep_alive = false;
     let mut xff_value_end = None;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -150,6 +215,8 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             let v0 = offset_in(buf, value);
             xff_value_end = Some(v0 + value.trim_ascii_end().len());
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     if chunked && minor == 0 {
@@ -180,7 +247,32 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
         })
         .transpose()?;
     let host = match &authority {
-        Some(a) => Some(strip_port(buf, a.clone())?),
+        Some(a) => {
+            let host = strip_port(buf, a.clone())?;
+            if host.is_empty() {
+                return Err(RequestError::Bad("absolute-form target without a host"));
+            }
+            if let (Some(v), Some(h)) = (host_hdr, header_host.as_ref()) {
+                // RFC 9112 §3.2.2: the target's authority is the one the
+                // backend must see. Refused, as HAProxy does, rather than
+                // rewritten: a client sending two names is up to something.
+                let scheme_port: &[u8] = if buf[target.start + 4].eq_ignore_ascii_case(&b's') {
+                    b"443"
+                } else {
+                    b"80"
+                };
+                let same_host = buf[host.clone()].eq_ignore_ascii_case(&buf[h.clone()]);
+                let a_port = port_part(&buf[a.clone()], host.len()).unwrap_or(scheme_port);
+                let v_trim = v.trim_ascii();
+                let h_port = port_part(v_trim, h.len()).unwrap_or(scheme_port);
+                if !same_host || a_port != h_port {
+                    return Err(RequestError::Bad(
+                        "Host header does not name the request target's authority",
+                    ));
+                }
+            }
+            Some(host)
+        }
         None => header_host,
     };
     if minor == 1 && host_hdr.is_none() {
@@ -206,9 +298,45 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
         target,
         absolute_rest,
         path: origin.start..origin.start + path_len,
+        add_host: authority.filter(|_| host_hdr.is_none()),
         xff_value_end,
         headers: req.headers.len(),
+        expect_continue,
     }))
+}
+
+const BARE_LF: RequestError = RequestError::Bad("line not ended by CRLF");
+
+/// The port of `host[:port]` (`host_len` bytes of host): `None` when absent
+/// or empty.
+fn port_part(value: &[u8], host_len: usize) -> Option<&[u8]> {
+    match value.get(host_len..) {
+        Some([b':', port @ ..]) if !port.is_empty() => Some(port),
+        _ => None,
+    }
+}
+
+/// RFC 9112 §3.2: origin-form (`/…`), absolute-form (`http://…`,
+/// `https://…`), or `*` for OPTIONS (authority-form is CONNECT's, refused
+/// earlier). A fragment is never part of a request target.
+fn check_target(method: &[u8], t: &[u8]) -> Result<(), RequestError> {
+    let form_ok = match t.first() {
+        Some(b'/') => true,
+        Some(b'*') => t.len() == 1 && method == b"OPTIONS",
+        _ => {
+            (t.len() > 7 && t[..7].eq_ignore_ascii_case(b"http://"))
+                || (t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://"))
+        }
+    };
+    if !form_ok {
+        return Err(RequestError::Bad(
+            "request target is not origin-form or absolute-form",
+        ));
+    }
+    if t.contains(&b'#') {
+        return Err(RequestError::Bad("request target contains a fragment"));
+    }
+    Ok(())
 }
 
 /// 414 when the request line alone is over the limit, else 431.
@@ -352,7 +480,7 @@ mod tests {
 
     #[test]
     fn absolute_form_routes_by_its_authority() {
-        let s = "GET http://Site.example:99/p?q HTTP/1.1\r\nHost: other\r\n\r\n";
+        let s = "GET http://Site.example:99/p?q HTTP/1.1\r\nHost: site.EXAMPLE:99\r\n\r\n";
         let h = ok(s);
         assert_eq!(host(s).unwrap(), "Site.example");
         assert_eq!(&s[h.absolute_rest.clone().unwrap()], "/p?q");
@@ -444,9 +572,94 @@ mod tests {
         let s = "GET http://a.example/ HTTP/1.1\r\nHost: a b\r\n\r\n";
         assert_eq!(err(s).status(), 400);
         assert_eq!(
-            host("GET http://a.example/ HTTP/1.1\r\nHost: b.example:81\r\n\r\n").unwrap(),
+            host("GET http://a.example/ HTTP/1.1\r\nHost: a.example:80\r\n\r\n").unwrap(),
             "a.example"
         );
+    }
+
+    #[test]
+    fn a_host_header_naming_another_authority_is_refused() {
+        let bad = "Host header does not name the request target's authority";
+        for s in [
+            "GET http://routed.example/abs HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+            "GET http://a.example/ HTTP/1.1\r\nHost: a.example:81\r\n\r\n",
+            "GET https://a.example/ HTTP/1.1\r\nHost: a.example:80\r\n\r\n",
+            "GET http://a.example:8080/ HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        ] {
+            assert_eq!(err(s), RequestError::Bad(bad), "{s:?}");
+        }
+        for s in [
+            "GET http://a.example/ HTTP/1.1\r\nHost: A.example\r\n\r\n",
+            "GET https://a.example/ HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+            "GET HTTP://a.example:8080/ HTTP/1.1\r\nHost: a.example:8080\r\n\r\n",
+        ] {
+            assert_eq!(ok(s).add_host, None, "{s:?}");
+        }
+        assert_eq!(
+            err("GET http:///p HTTP/1.1\r\nHost: a\r\n\r\n"),
+            RequestError::Bad("absolute-form target without a host")
+        );
+    }
+
+    #[test]
+    fn an_absolute_target_without_a_host_header_gives_the_backend_one() {
+        let s = "GET http://a.example:81/p HTTP/1.0\r\n\r\n";
+        let h = ok(s);
+        assert_eq!(&s[h.add_host.unwrap()], "a.example:81");
+    }
+
+    #[test]
+    fn every_line_must_end_with_crlf() {
+        for s in [
+            "GET /lf HTTP/1.1\nHost: a\n\n",
+            "GET /lf HTTP/1.1\r\nHost: a\n\r\n",
+            "GET /lf HTTP/1.1\r\nHost: a  \n\r\n",
+            "GET /lf HTTP/1.1\r\nHost: a\r\n\n",
+            "GET /lf HTTP/1.1\nHost: a\r\n\r\n",
+            "GET /lf HTTP/1.0\n\n",
+        ] {
+            assert_eq!(err(s), BARE_LF, "{s:?}");
+        }
+        let h = ok("GET / HTTP/1.1\r\nHost: a \t\r\nX:\r\n\r\n");
+        assert_eq!(h.headers, 2);
+    }
+
+    #[test]
+    fn targets_must_be_origin_absolute_or_asterisk_form() {
+        for s in [
+            "GET ! HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://a/#x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http:// HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(err(s).status(), 400, "{s:?}");
+        }
+        ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok("GET /a?b=/c HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+
+    #[test]
+    fn a_higher_minor_version_is_handled_as_http11() {
+        let mut b = b"GET / HTTP/1.2\r\nHost: a\r\n\r\n".to_vec();
+        let h = parse_mut(&mut b, 16384).unwrap().unwrap();
+        assert_eq!(h.minor, 1);
+        assert_eq!(&b[..16], b"GET / HTTP/1.1\r\n");
+        // Split before the head is complete, too.
+        let mut b = b"\r\nPOST /x HTTP/1.9".to_vec();
+        assert_eq!(parse_mut(&mut b, 16384), Ok(None));
+        assert_eq!(&b[..], b"\r\nPOST /x HTTP/1.1");
+        for s in [
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/1.x\r\n\r\n",
+            "GET / HTTP/1.22\r\n\r\n",
+        ] {
+            let mut b = s.as_bytes().to_vec();
+            assert_eq!(parse_mut(&mut b, 16384).unwrap_err().status(), 400, "{s:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ impl Buf {
         &self.data[self.start..self.end]
     }
 
+    pub fn live_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
@@ -42,6 +46,13 @@ impl Buf {
 
     pub fn has_spare(&self) -> bool {
         self.end < self.data.len()
+    }
+
+    /// Removes `range` (within the live bytes), moving what follows it down.
+    pub fn remove(&mut self, range: std::ops::Range<usize>) {
+        debug_assert!(self.start <= range.start && range.end <= self.end);
+        self.data.copy_within(range.end..self.end, range.start);
+        self.end -= range.len();
     }
 
     /// Moves the live bytes to the front; returns how far they moved, which
@@ -71,5 +82,14 @@ mod tests {
         assert_eq!(b.compact(), 4);
         assert_eq!(b.live(), b"ef");
         assert_eq!((b.start, b.end), (0, 2));
+    }
+
+    #[test]
+    fn removing_a_range_closes_the_gap() {
+        let mut b = Buf::with_capacity(8);
+        b.spare()[..7].copy_from_slice(b"headBDY");
+        b.end = 7;
+        b.remove(4..6);
+        assert_eq!(b.live(), b"headY");
     }
 }

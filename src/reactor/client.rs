@@ -34,8 +34,10 @@ use super::buffer::Buf;
 use super::filesend::{FileSend, MoreFollows, SavedConditions, Sent};
 use super::outq::{Flushed, OutQueue};
 use super::splice::Pipe;
+use super::spool::{Spool, SpoolFile};
 use super::tally::Tally;
 use super::timer::TimerSlot;
+use crate::pace::BodyPace;
 use crate::proto::body::{BodyError, BodyScanner, ChunkedScanner};
 use crate::proto::line_end;
 use crate::proto::packet::{PacketDecoder, PacketEvent};
@@ -46,6 +48,9 @@ use crate::static_files::{self, StaticRoot};
 pub enum Phase {
     /// Waiting for (or reading) a request head.
     Head,
+    /// Request routed; its body is read (into the buffer or the spool)
+    /// before a backend is taken.
+    Body { section: usize },
     /// Request parsed, waiting in its section's queue.
     Queued { section: usize },
     /// Paired with a backend.
@@ -151,6 +156,7 @@ impl ClientConn {
             let shift = io.inbuf.compact();
             io.ex.req_start = io.ex.req_start.saturating_sub(shift);
             io.ex.fwd = io.ex.fwd.saturating_sub(shift);
+            io.ex.scanned = io.ex.scanned.saturating_sub(shift);
         }
         if !io.inbuf.has_spare() {
             return ReadOutcome::Full;
@@ -309,6 +315,10 @@ pub struct ClientIo {
     pub to_client: OutQueue,
     /// A file body to send after `to_client` (static file or X-Sendfile).
     pub file: Option<FileSend>,
+    /// The request body, spooled to disk (`spool.rs`), and its sending to
+    /// the backend after the head (`to_backend`).
+    pub spool: Option<SpoolFile>,
+    pub spool_send: Option<FileSend>,
     /// Body bytes spliced from the backend, written before `to_client`
     /// (which was empty when they began: see splice.rs).
     pub pipe: Option<Pipe>,
@@ -335,7 +345,14 @@ pub struct Exchange {
     pub req_start: usize,
     /// Next request byte of `inbuf` to queue for the backend.
     pub fwd: usize,
+    /// End of the body bytes of `inbuf` the body scanner has validated
+    /// (`fwd <= scanned`): only those may be sent on.
+    pub scanned: usize,
     pub body: Option<BodyScanner>,
+    /// The body is in `ClientIo::spool`, not in `inbuf`.
+    pub spooled: bool,
+    /// How the body keeps pace (`min_body_rate`, `body_timeout`).
+    pub pace: BodyPace,
     pub head_queued: bool,
     /// The whole request is still in `inbuf` and may be replayed.
     pub retained: bool,
@@ -347,6 +364,10 @@ pub struct Exchange {
     /// The status the client is sent (0 until the response head is known).
     pub status: u16,
     pub close_after: bool,
+    /// The spooled body is still being sent to the backend.
+    pub spool_pending: bool,
+    /// The proxy answered `Expect: 100-continue` itself.
+    pub continued: bool,
     /// The backend sent bytes past the end of its response.
     pub backend_extra: bool,
     pub backend_eof: bool,
@@ -377,7 +398,12 @@ pub enum RespState {
 
 impl Exchange {
     pub fn req_done(&self) -> bool {
-        self.head_queued && self.body.as_ref().is_none_or(BodyScanner::is_done)
+        self.head_queued && self.body_done() && !self.spool_pending
+    }
+
+    /// Every body byte has arrived (and been validated).
+    pub fn body_done(&self) -> bool {
+        self.body.as_ref().is_none_or(BodyScanner::is_done)
     }
 
     pub fn resp_done(&self) -> bool {
@@ -393,6 +419,7 @@ impl Exchange {
         };
         *self = Exchange {
             close_after: !head.keep_alive,
+            scanned: start + head.len,
             head: Some(head),
             req_start: start,
             fwd: start,
@@ -408,19 +435,33 @@ impl Exchange {
         if let Some(head) = self.head.take() {
             let start = self.req_start;
             let saved = std::mem::take(&mut self.saved_conditions);
-            let redeploys = self.redeploys;
+            let (redeploys, spooled, continued) = (self.redeploys, self.spooled, self.continued);
+            let body = self.body.take();
             self.begin(head, start, true);
             self.saved_conditions = saved;
             self.redeploys = redeploys.saturating_add(1);
+            self.continued = continued;
+            if spooled {
+                // The body is on disk, whole: it is sent again from there.
+                self.spooled = true;
+                self.body = body;
+            }
         }
     }
 }
 
 /// Why a request could not be forwarded.
+#[derive(Debug)]
 pub enum ForwardError {
     Body(BodyError),
     TooLarge,
+    /// The spool file could not be read back.
+    Spool(std::io::Error),
 }
+
+/// Queue segments a request head may need: the request line in up to
+/// three, X-Forwarded-For's three, an added Host's three, the blank line.
+const HEAD_OUT_SEGMENTS: usize = 10;
 
 impl ClientIo {
     fn new(size: usize) -> Self {
@@ -430,6 +471,8 @@ impl ClientIo {
             to_backend: OutQueue::default(),
             to_client: OutQueue::default(),
             file: None,
+            spool: None,
+            spool_send: None,
             pipe: None,
             more_soon: false,
             owned: Vec::new(),
@@ -439,8 +482,59 @@ impl ClientIo {
         }
     }
 
+    /// Lets go of a spooled body (its reservation with it).
+    pub fn drop_spool(&mut self, spool: &mut Spool) {
+        if let Some(f) = self.spool.take() {
+            spool.release(f);
+        }
+        self.spool_send = None;
+    }
+
+    /// Validates the body bytes that arrived since the last call; returns
+    /// how many it claimed (framing included). Only validated bytes are
+    /// ever sent on, and a backend is taken only once those already read
+    /// are known good.
+    pub fn scan_body(&mut self, max_body: Option<u64>) -> Result<usize, ForwardError> {
+        let ex = &mut self.ex;
+        let Some(body) = ex.body.as_mut() else {
+            return Ok(0);
+        };
+        if body.is_done() || ex.scanned >= self.inbuf.end {
+            return Ok(0);
+        }
+        let n = body
+            .scan(&self.inbuf.bytes()[ex.scanned..self.inbuf.end])
+            .map_err(ForwardError::Body)?;
+        ex.scanned += n;
+        ex.pace.received(n as u64);
+        if max_body.is_some_and(|max| body.chunked_payload() > max) {
+            return Err(ForwardError::TooLarge);
+        }
+        Ok(n)
+    }
+
+    /// Moves the validated body bytes in `inbuf` to the spool file, keeping
+    /// the head and whatever follows the body (a pipelined request).
+    pub fn spool_body(&mut self, spool: &mut Spool) -> std::io::Result<()> {
+        let Some(file) = self.spool.as_mut() else {
+            return Ok(());
+        };
+        let Some(head) = self.ex.head.as_ref() else {
+            return Ok(());
+        };
+        let body_start = self.ex.req_start + head.len;
+        let body_end = self.ex.scanned;
+        if body_end > body_start {
+            spool.append(file, &self.inbuf.bytes()[body_start..body_end])?;
+            self.inbuf.remove(body_start..body_end);
+            self.ex.scanned = body_start;
+        }
+        self.ex.spooled = true;
+        Ok(())
+    }
+
     /// Queues request bytes for the backend: the head (with its rewrites)
-    /// once, then as much body as has arrived.
+    /// once, then as much validated body as has arrived (or the spool).
     pub fn forward_request(
         &mut self,
         peer: &SocketAddr,
@@ -448,13 +542,19 @@ impl ClientIo {
         sizelimit: usize,
         max_body: Option<u64>,
     ) -> Result<(), ForwardError> {
+        if self.ex.head.is_none() {
+            return Ok(());
+        }
+        if !self.ex.spooled {
+            self.scan_body(max_body)?;
+        }
         let ex = &mut self.ex;
         let Some(head) = ex.head.as_ref() else {
             return Ok(());
         };
         let q = &mut self.to_backend;
         if !ex.head_queued {
-            if !q.has_room(6, 64) {
+            if !q.has_room(HEAD_OUT_SEGMENTS, 64) {
                 return Ok(());
             }
             queue_head(
@@ -466,26 +566,24 @@ impl ClientIo {
             );
             ex.fwd = ex.req_start + head.len;
             ex.head_queued = true;
-        }
-        let Some(body) = ex.body.as_mut() else {
-            return Ok(());
-        };
-        if !body.is_done() && ex.fwd < self.inbuf.end && q.has_room(1, 0) {
-            let n = body
-                .scan(&self.inbuf.bytes()[ex.fwd..self.inbuf.end])
-                .map_err(ForwardError::Body)?;
-            q.push_buf(ex.fwd..ex.fwd + n);
-            ex.fwd += n;
-            if max_body.is_some_and(|max| body.chunked_payload() > max) {
-                return Err(ForwardError::TooLarge);
+            if ex.spooled {
+                if let Some(f) = self.spool.as_ref() {
+                    self.spool_send = Some(f.sender().map_err(ForwardError::Spool)?);
+                    ex.spool_pending = true;
+                }
             }
+        }
+        if ex.fwd < ex.scanned && !ex.spool_pending && q.has_room(1, 0) {
+            q.push_buf(ex.fwd..ex.scanned);
+            ex.fwd = ex.scanned;
         }
         // Replayable only while the whole request can stay within the
         // limit (and its buffer); once it reaches it with more to come, it
         // cannot.
         let sizelimit = sizelimit.min(self.inbuf.bytes().len());
-        let used = ex.fwd - ex.req_start;
-        let body_done = ex.body.as_ref().is_none_or(BodyScanner::is_done);
+        let spooled = self.spool.as_ref().map_or(0, |f| f.len as usize);
+        let used = ex.fwd - ex.req_start + spooled;
+        let body_done = ex.body_done();
         if ex.retained && (used > sizelimit || (used == sizelimit && !body_done)) {
             ex.retained = false;
         }
@@ -510,6 +608,7 @@ impl ClientIo {
             self.inbuf.end = 0;
             self.ex.req_start = 0;
             self.ex.fwd = 0;
+            self.ex.scanned = 0;
         }
     }
 
@@ -548,8 +647,11 @@ impl ClientIo {
                     };
                     ex.resp_parse = start + h.len;
                     if h.is_interim() {
-                        // HTTP/1.0 clients must not see 1xx responses.
-                        if minor == 1 {
+                        // HTTP/1.0 clients must not see 1xx responses, nor
+                        // a client the proxy already sent its `100 Continue`
+                        // a second one.
+                        let repeat = h.status == 100 && ex.continued;
+                        if minor == 1 && !repeat {
                             q.push_buf(start..start + h.len);
                             ex.started = true;
                         }
@@ -751,7 +853,8 @@ impl ClientIo {
     /// The backend may be done before the client has received everything:
     /// what is still queued stays in `resp` (marked consumed, so `flush_out`
     /// empties the buffer once it is written).
-    pub fn finish(&mut self) {
+    pub fn finish(&mut self, spool: &mut Spool) {
+        self.drop_spool(spool);
         self.inbuf.start = self.ex.fwd.max(self.inbuf.start);
         if self.inbuf.is_empty() {
             self.inbuf.start = 0;
@@ -866,8 +969,9 @@ pub fn connection_line(minor: u8, keep: bool) -> &'static str {
     }
 }
 
-/// Queues the request head with its two permitted rewrites: absolute-form
-/// target to origin form, and the X-Forwarded-For value.
+/// Queues the request head with its permitted rewrites: absolute-form
+/// target to origin form, the X-Forwarded-For value, and a Host header
+/// naming the absolute-form authority when the request had none.
 fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Option<&SocketAddr>) {
     match &h.absolute_rest {
         Some(rest) => {
@@ -881,29 +985,32 @@ fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Opti
     }
     let tail = o + h.target.end;
     let end = o + h.len;
-    let Some(addr) = xff else {
-        q.push_buf(tail..end);
-        return;
-    };
+    // The parser accepts CRLF line ends only.
+    let blank = end - 2;
     let mut tmp = [0u8; 64];
     let mut w = &mut tmp[..];
-    match h.xff_value_end {
-        Some(v) => {
+    match (xff, h.xff_value_end) {
+        (Some(addr), Some(v)) => {
             let _ = write!(w, ", {}", addr.ip());
             let n = 64 - w.len();
             q.push_buf(tail..o + v);
             q.push_scratch(&tmp[..n]);
-            q.push_buf(o + v..end);
+            q.push_buf(o + v..blank);
         }
-        None => {
+        (Some(addr), None) => {
             let _ = write!(w, "X-Forwarded-For: {}\r\n", addr.ip());
             let n = 64 - w.len();
-            let nl = if buf[end - 2] == b'\r' { 2 } else { 1 };
-            q.push_buf(tail..end - nl);
+            q.push_buf(tail..blank);
             q.push_scratch(&tmp[..n]);
-            q.push_buf(end - nl..end);
         }
+        (None, _) => q.push_buf(tail..blank),
     }
+    if let Some(a) = &h.add_host {
+        q.push_static(b"Host: ");
+        q.push_buf(o + a.start..o + a.end);
+        q.push_static(b"\r\n");
+    }
+    q.push_buf(blank..end);
 }
 
 /// A pool of `ClientIo`s, each with two buffers of one size.
@@ -913,6 +1020,8 @@ pub struct IoPool {
     #[allow(clippy::vec_box)]
     free: Vec<Box<ClientIo>>,
     size: usize,
+    /// Where request bodies too large for a buffer wait (`spool.rs`).
+    pub spool: Spool,
     max_free: usize,
     /// Empty pipes for splicing, kept rather than made for each body.
     pipes: Vec<Pipe>,
@@ -922,10 +1031,11 @@ pub struct IoPool {
 const MAX_FREE_PIPES: usize = 64;
 
 impl IoPool {
-    pub fn new(size: usize, max_free: usize) -> Self {
+    pub fn new(size: usize, max_free: usize, spool: Spool) -> Self {
         IoPool {
             free: Vec::new(),
             size,
+            spool,
             max_free,
             pipes: Vec::new(),
         }
@@ -953,6 +1063,7 @@ impl IoPool {
     }
 
     pub fn put(&mut self, mut io: Box<ClientIo>) {
+        io.drop_spool(&mut self.spool);
         if let Some(pipe) = io.pipe.take() {
             // A pipe that still holds bytes is dropped (closed) with them.
             if pipe.held == 0 && self.pipes.len() < MAX_FREE_PIPES {
@@ -968,6 +1079,7 @@ impl IoPool {
             io.to_backend.clear();
             io.to_client.clear();
             io.file = None;
+            io.spool_send = None;
             io.more_soon = false;
             io.owned.clear();
             io.owned_sent = 0;
@@ -984,7 +1096,7 @@ mod tests {
     use crate::proto::request;
 
     fn io_with(req: &[u8]) -> Box<ClientIo> {
-        let mut io = IoPool::new(4096, 1).get();
+        let mut io = IoPool::new(4096, 1, Spool::new(None, 0)).get();
         io.inbuf.spare()[..req.len()].copy_from_slice(req);
         io.inbuf.end = req.len();
         let head = request::parse(io.inbuf.live(), 4096).unwrap().unwrap();
@@ -1100,6 +1212,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+    }
+
+    #[test]
+    fn a_backend_100_continue_is_dropped_when_the_proxy_sent_its_own() {
+        let mut io = io_with(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+        );
+        io.ex.continued = true;
+        let out = respond(
+            &mut io,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         );
     }
 

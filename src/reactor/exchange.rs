@@ -13,6 +13,7 @@ use log::{debug, info, warn};
 
 use super::backend::{BackendState, Unpaired};
 use super::client::{self, ForwardError, Phase, ReadOutcome, RespState};
+use super::filesend::Sent;
 use super::splice::{self, Relayed};
 use super::{backend_in, client_in, outq, Conn, Entry, Pump, Reactor, Step};
 use crate::access_log::Termination;
@@ -162,12 +163,13 @@ impl Reactor {
         let pump = self.pump(c, section, b);
         match pump {
             Pump::Progress { backend_side } => {
-                if backend_side {
-                    self.set_deadline(c, self.limits.backend_timeout);
-                }
+                self.arm_exchange_timer(c, backend_side);
                 Step::Again
             }
-            Pump::Wait => Step::Wait,
+            Pump::Wait => {
+                self.arm_exchange_timer(c, false);
+                Step::Wait
+            }
             Pump::Finished => self.finish_exchange(c, b),
             Pump::ClientGone => {
                 self.close_client(c);
@@ -175,6 +177,7 @@ impl Reactor {
             }
             Pump::BackendFailed(why) => self.backend_failed(c, section, b, &why),
             Pump::BadRequest(status, why) => {
+                self.sections[section].stats.aborted_body_error += 1;
                 self.close_backend(b, Some("its request was refused mid-way"));
                 let io = client_in(&mut self.conns, c).and_then(|cl| cl.io.as_mut());
                 let started = io.is_some_and(|io| {
@@ -189,6 +192,29 @@ impl Reactor {
                 }
                 self.fail_request(c, status, why)
             }
+        }
+    }
+
+    /// The exchange's deadline: while the rest of a streamed body is awaited
+    /// from the client, the body's pace (`min_body_rate`, `body_timeout`);
+    /// otherwise `backend_timeout` from the last byte the backend moved.
+    fn arm_exchange_timer(&mut self, c: usize, backend_side: bool) {
+        let (now, rule, backend_timeout) =
+            (self.now, self.limits.body_pace, self.limits.backend_timeout);
+        let Some(io) = client_in(&mut self.conns, c).and_then(|cl| cl.io.as_mut()) else {
+            return;
+        };
+        let ex = &mut io.ex;
+        if !ex.body_done() && ex.head_queued && !ex.spool_pending && io.to_backend.is_empty() {
+            ex.pace.resume(now);
+            if let Some(at) = ex.pace.deadline(&rule) {
+                self.set_deadline_at(c, at);
+            }
+        } else if ex.pace.is_waiting() {
+            ex.pace.pause(now);
+            self.set_deadline(c, backend_timeout);
+        } else if backend_side {
+            self.set_deadline(c, backend_timeout);
         }
     }
 
@@ -233,6 +259,9 @@ impl Reactor {
             Err(ForwardError::TooLarge) => {
                 return Pump::BadRequest(413, "request body larger than max_body_bytes")
             }
+            Err(ForwardError::Spool(e)) => {
+                return Pump::BackendFailed(format!("spooled request body unreadable: {e}"))
+            }
         }
         if cl.read_closed {
             if !io.ex.req_done() && io.ex.fwd == io.inbuf.end {
@@ -249,6 +278,24 @@ impl Reactor {
                     }
                 }
                 Err(e) => return Pump::BackendFailed(format!("write failed: {e}")),
+            }
+        }
+        if be.writable && io.to_backend.is_empty() {
+            if let Some(send) = io.spool_send.as_mut() {
+                let before = send.left;
+                match send.send(&be.sock) {
+                    Ok(Sent::Done) => {
+                        io.spool_send = None;
+                        io.ex.spool_pending = false;
+                        progress = true;
+                    }
+                    Ok(Sent::Blocked) => {
+                        be.writable = false;
+                        progress |= send.left < before;
+                    }
+                    Ok(Sent::Yielded) => progress = true,
+                    Err(e) => return Pump::BackendFailed(format!("write failed: {e}")),
+                }
             }
         }
         io.release_forwarded();
@@ -393,7 +440,7 @@ impl Reactor {
         let close = io.ex.close_after || !req_done;
         io.tally.status = io.ex.status;
         io.tally.end_as(Termination::Ok);
-        io.finish();
+        io.finish(&mut self.pool.spool);
         let writing = cl.has_output();
         if cl.corked && !writing {
             // The last write asked the kernel to wait for more, and no write
@@ -446,6 +493,7 @@ impl Reactor {
             AfterFailure::Retry => {
                 io.ex.rewind();
                 io.to_backend.clear();
+                io.spool_send = None;
                 io.to_client.clear();
                 io.resp.start = 0;
                 io.resp.end = 0;
@@ -462,10 +510,12 @@ impl Reactor {
     }
 }
 
-fn body_error_text(e: BodyError) -> &'static str {
+pub(super) fn body_error_text(e: BodyError) -> &'static str {
     match e {
         BodyError::BadChunkSize => "malformed chunk size in the request body",
+        BodyError::BadChunkExt => "malformed chunk extension in the request body",
         BodyError::BadChunkEnd => "chunk data not followed by CRLF in the request body",
+        BodyError::BadTrailer => "malformed or forbidden trailer field in the request body",
         BodyError::LineTooLong => "chunk extension or trailers too long in the request body",
     }
 }

@@ -40,6 +40,7 @@ mod reload;
 mod requests;
 mod signals;
 mod splice;
+mod spool;
 mod tally;
 mod timer;
 mod workers;
@@ -57,6 +58,7 @@ use slab::Slab;
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::dispatch::Dispatch;
+use crate::pace::PaceRule;
 use crate::router::Router;
 use crate::section::Section;
 use crate::status::StatusClasses;
@@ -64,6 +66,7 @@ use backend::{BackendConn, BackendState};
 use balance::BackendSlot;
 use client::{ClientConn, IoPool};
 use control::Command;
+use spool::Spool;
 use timer::Timers;
 
 pub use listener::BindError;
@@ -110,6 +113,10 @@ struct Limits {
     handshake_timeout: Duration,
     max_header_bytes: usize,
     max_body_bytes: Option<u64>,
+    /// `request_buffer`: bodies read whole before a backend is taken.
+    request_buffer: usize,
+    /// `min_body_rate`, its grace and `body_timeout`.
+    body_pace: PaceRule,
     /// `max_connections`: open client connections at which this worker
     /// stops accepting (`listener.rs`).
     max_connections: Option<usize>,
@@ -127,6 +134,12 @@ impl Limits {
             handshake_timeout: cfg.handshake_timeout,
             max_header_bytes: cfg.max_header_bytes,
             max_body_bytes: cfg.max_body_bytes,
+            request_buffer: cfg.request_buffer,
+            body_pace: PaceRule {
+                min_rate: cfg.min_body_rate,
+                grace: cfg.min_body_rate_grace,
+                timeout: cfg.body_timeout,
+            },
             max_connections: cfg.max_connections,
             health_uri: cfg.health_check_uri.clone(),
             status_uri: cfg.status_uri.clone(),
@@ -144,7 +157,11 @@ fn buffer_size(cfg: &Config) -> usize {
         .map(|s| s.redeployment_sizelimit)
         .max()
         .unwrap_or(0);
-    16384.max(cfg.max_header_bytes).max(largest_replay)
+    // A body of `request_buffer` bytes fits beside a head of 8 KiB.
+    16384
+        .max(cfg.max_header_bytes)
+        .max(largest_replay)
+        .max(cfg.request_buffer + 8192)
 }
 
 enum Conn {
@@ -286,7 +303,14 @@ impl Reactor {
                 .map(Section::new)
                 .collect::<Result<_, _>>()?,
             limits: Limits::of(cfg),
-            pool: IoPool::new(buffer_size(cfg), 4096),
+            pool: IoPool::new(
+                buffer_size(cfg),
+                4096,
+                Spool::new(
+                    cfg.request_spool_directory.as_deref(),
+                    cfg.request_spool_limit,
+                ),
+            ),
             timers: Timers::default(),
             pending: Vec::new(),
             deferred: Vec::new(),
@@ -435,6 +459,16 @@ impl Reactor {
 
     fn set_deadline(&mut self, key: usize, after: Duration) {
         let at = self.now + after;
+        if let Some(e) = self.conns.get_mut(key) {
+            let gen = e.gen;
+            match &mut e.conn {
+                Conn::Client(c) => self.timers.set(&mut c.timer, key, gen, at),
+                Conn::Backend(b) => self.timers.set(&mut b.timer, key, gen, at),
+            }
+        }
+    }
+
+    fn set_deadline_at(&mut self, key: usize, at: Instant) {
         if let Some(e) = self.conns.get_mut(key) {
             let gen = e.gen;
             match &mut e.conn {

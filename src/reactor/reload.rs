@@ -178,12 +178,19 @@ impl Reactor {
                     debug_assert!(waiting_to[*s] != usize::MAX, "queued where nothing waits");
                     *s = waiting_to[*s];
                 }
+                (Phase::Body { section: s }, _) => {
+                    // Not queued yet: it joins the queue of the section that
+                    // took over (a removed section's queue answers 503).
+                    *s = successor[*s].unwrap_or_else(|| retire(*s, &mut retired));
+                }
                 _ => {}
             }
             // The request's counters go to the section that took over its
             // own (none if it was removed).
             let phase_section = match cl.phase {
-                Phase::Proxying { section, .. } | Phase::Queued { section } => Some(section),
+                Phase::Proxying { section, .. }
+                | Phase::Queued { section }
+                | Phase::Body { section } => Some(section),
                 _ => None,
             };
             if let Some(t) = cl.tally() {
@@ -223,6 +230,10 @@ impl Reactor {
         self.reschedule_publish();
         self.splice = cfg.splice;
         self.pool.resize(buffer_size(&cfg));
+        self.pool.spool.configure(
+            cfg.request_spool_directory.as_deref(),
+            cfg.request_spool_limit,
+        );
         for (b, section) in gone {
             self.drop_backend(b, &section, "its outgoing address was removed by a reload");
         }

@@ -10,15 +10,19 @@ use std::io::{self, Read};
 use std::net::Shutdown;
 use std::os::unix::fs::FileExt;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
-use super::client::{connection_line, Phase, ReadOutcome};
+use super::client::{connection_line, ForwardError, Phase, ReadOutcome};
+use super::exchange::body_error_text;
 use super::filesend::{conditions_of, FileSend, SavedConditions};
 use super::{client_in, Conn, Entry, Reactor, Step, LINGER, LINGER_READS, STEP_BUDGET};
 use crate::access_log::Termination;
 use crate::proto::local;
 use crate::proto::request::{self, RequestBody, RequestHead, MAX_HEADERS};
 use crate::static_files::{self, FoundFile};
+
+/// Why a request body was refused with 408.
+const SLOW_BODY: &str = "request body below min_body_rate or not complete within body_timeout";
 
 /// Files up to this size are read into the response buffer and written with
 /// their head in one `writev`; larger ones go out with `sendfile`.
@@ -30,6 +34,10 @@ impl Reactor {
             let step = match client_in(&mut self.conns, c).map(|cl| &cl.phase) {
                 None => return,
                 Some(Phase::Head) => self.step_head(c),
+                Some(Phase::Body { section }) => {
+                    let s = *section;
+                    self.step_body(c, s)
+                }
                 Some(Phase::Queued { section }) => {
                     let s = *section;
                     self.step_queued(c, s)
@@ -80,9 +88,9 @@ impl Reactor {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return Step::Gone;
         };
-        if let Some(io) = cl.io.as_ref() {
+        if let Some(io) = cl.io.as_mut() {
             if !io.inbuf.is_empty() {
-                match request::parse(io.inbuf.live(), max_head) {
+                match request::parse_mut(io.inbuf.live_mut(), max_head) {
                     Ok(Some(head)) => return self.on_request(c, head),
                     Ok(None) => {}
                     Err(e) => return self.fail_request(c, e.status(), &e.to_string()),
@@ -230,7 +238,141 @@ impl Reactor {
             io.ex.saved_conditions =
                 SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
         }
+        self.take_body(c, section)
+    }
+
+    /// Reads the routed request's body before a backend is taken: a body
+    /// of up to `request_buffer` bytes into the buffer, a larger one into
+    /// the spool; only a complete, validated body is handed on. Where the
+    /// spool is off or full, the request is placed once the bytes already
+    /// read are validated and the rest streams to the backend under
+    /// `min_body_rate` (docs/request-framing.md).
+    pub(super) fn take_body(&mut self, c: usize, section: usize) -> Step {
+        let max_body = self.limits.max_body_bytes;
+        let request_buffer = self.limits.request_buffer as u64;
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let Some(io) = cl.io.as_mut() else {
+            return Step::Gone;
+        };
+        if let Err(e) = io.scan_body(max_body) {
+            return self.refuse_body(c, e);
+        }
+        let Some(head) = io.ex.head.as_ref() else {
+            return Step::Gone;
+        };
+        let (framing, expect, head_len) =
+            (head.body, head.expect_continue && head.minor == 1, head.len);
+        if io.spool.is_some() {
+            if let Err(e) = io.spool_body(&mut self.pool.spool) {
+                return self.stream_rest(c, section, &e.to_string());
+            }
+        }
+        if io.ex.body_done() {
+            return self.place(c, section, false);
+        }
+        if io.spool.is_none() {
+            let body_start = io.ex.req_start + head_len;
+            let in_memory = (io.ex.scanned - body_start) as u64;
+            // `request_buffer: 0` buffers no body at all.
+            let fits = request_buffer > 0
+                && match framing {
+                    RequestBody::Length(n) => {
+                        n <= request_buffer && head_len as u64 + n <= io.inbuf.bytes().len() as u64
+                    }
+                    _ => in_memory <= request_buffer && io.inbuf.has_spare(),
+                };
+            if !fits {
+                let len = match framing {
+                    RequestBody::Length(n) => Some(n),
+                    _ => None,
+                };
+                match self.pool.spool.open(len) {
+                    Ok(Some(f)) => {
+                        io.spool = Some(f);
+                        if let Err(e) = io.spool_body(&mut self.pool.spool) {
+                            return self.stream_rest(c, section, &e.to_string());
+                        }
+                    }
+                    Ok(None) => return self.stream_rest(c, section, "request_spool_limit reached"),
+                    Err(e) => {
+                        warn!(
+                            "request_spool_directory {}: {e}",
+                            self.pool.spool.dir().display()
+                        );
+                        return self.stream_rest(c, section, "the spool could not be opened");
+                    }
+                }
+            }
+        }
+        if expect && !io.ex.continued {
+            // The client waits for this before it sends the body, which the
+            // proxy takes itself (RFC 9110 §10.1.1).
+            io.to_client.push_static(b"HTTP/1.1 100 Continue\r\n\r\n");
+            io.ex.continued = true;
+        }
+        io.ex.pace.resume(self.now);
+        let deadline = io.ex.pace.deadline(&self.limits.body_pace);
+        cl.phase = Phase::Body { section };
+        if let Some(at) = deadline {
+            self.set_deadline_at(c, at);
+        }
+        Step::Again
+    }
+
+    /// The body goes on to a backend as it arrives (the spool is off, full
+    /// or failing): placed now, under `min_body_rate`.
+    fn stream_rest(&mut self, c: usize, section: usize, why: &str) -> Step {
+        if let Some(io) = client_in(&mut self.conns, c).and_then(|cl| cl.io.as_mut()) {
+            if self.pool.spool.enabled() {
+                debug!(
+                    "streaming a request body to section {}: {why}",
+                    self.sections[section].name
+                );
+            }
+            // Only a whole spooled body can be replayed.
+            if io.spool.is_some() {
+                io.ex.retained = false;
+            }
+            io.ex.pace.pause(self.now);
+        }
         self.place(c, section, false)
+    }
+
+    /// A body the proxy will not forward, found before a backend was taken.
+    fn refuse_body(&mut self, c: usize, e: ForwardError) -> Step {
+        match e {
+            ForwardError::Body(e) => self.fail_request(c, 400, body_error_text(e)),
+            ForwardError::TooLarge => {
+                self.fail_request(c, 413, "request body larger than max_body_bytes")
+            }
+            ForwardError::Spool(e) => {
+                self.fail_request(c, 500, &format!("spooled request body unreadable: {e}"))
+            }
+        }
+    }
+
+    pub(super) fn step_body(&mut self, c: usize, section: usize) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        if cl.has_output() && cl.flush_out().is_err() {
+            self.close_client(c);
+            return Step::Gone;
+        }
+        match cl.read_in(&mut self.pool) {
+            ReadOutcome::Data { .. } | ReadOutcome::Full => self.take_body(c, section),
+            ReadOutcome::WouldBlock => Step::Wait,
+            ReadOutcome::Eof | ReadOutcome::Error => {
+                debug!(
+                    "client {} left before its request body was complete",
+                    cl.peer
+                );
+                self.close_client(c);
+                Step::Gone
+            }
+        }
     }
 
     /// Answers a request with a file of the section's docroot.
@@ -333,7 +475,8 @@ impl Reactor {
         if let Phase::Queued { section } = cl.phase {
             self.dispatch.client_gone(section, c);
         }
-        let io = cl.io(&mut self.pool);
+        let io = cl.io.get_or_insert_with(|| self.pool.get());
+        io.drop_spool(&mut self.pool.spool);
         io.to_backend.clear();
         io.to_client.clear();
         io.file = None;
@@ -452,9 +595,12 @@ impl Reactor {
             Phase::Queued { section } => {
                 self.dispatch.client_gone(section, c);
             }
-            Phase::Proxying { backend, .. } => {
+            Phase::Proxying { backend, section } => {
                 // The backend is mid-request for a client that is gone; the
                 // only way to resynchronise its stream is to close it.
+                if let Some(s) = self.sections.get_mut(section) {
+                    s.stats.aborted_client_gone += 1;
+                }
                 self.close_backend(backend, Some("its client went away mid-request"));
             }
             _ => {}
@@ -501,6 +647,31 @@ impl Reactor {
                 // `dispatch` keeps a queued request's deadline.
                 debug_assert!(false, "a connection timer fired for a queued request");
                 Step::Wait
+            }
+            Phase::Body { .. } => self.fail_request(c, 408, SLOW_BODY),
+            Phase::Proxying { backend, section }
+                if cl
+                    .io
+                    .as_ref()
+                    .is_some_and(|io| io.ex.pace.is_waiting() && !io.ex.body_done()) =>
+            {
+                let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
+                if let (true, Some(t)) = (started, cl.tally()) {
+                    t.end_as(Termination::ClientTimeout);
+                }
+                if let Some(s) = self.sections.get_mut(section) {
+                    s.stats.aborted_body_slow += 1;
+                }
+                self.close_backend(backend, Some("its client's request body was too slow"));
+                if let Some(cl) = client_in(&mut self.conns, c) {
+                    cl.phase = Phase::Head; // detached from the closed backend
+                }
+                if started {
+                    self.close_client(c);
+                    Step::Gone
+                } else {
+                    self.fail_request(c, 408, SLOW_BODY)
+                }
             }
             Phase::Proxying { backend, .. } => {
                 let started = cl.io.as_ref().is_some_and(|io| io.ex.started);

@@ -88,6 +88,12 @@ pub struct SectionCounters {
     pub handshakes_refused: u64,
     pub redeploys: u64,
     pub static_files: u64,
+    /// Backend connections the proxy closed mid-request because of their
+    /// client: a body framing error found after bytes were sent, a body
+    /// below `min_body_rate` (or over `body_timeout`), a client gone.
+    pub aborted_body_error: u64,
+    pub aborted_body_slow: u64,
+    pub aborted_client_gone: u64,
     /// Bytes read from / written to its clients, for its requests.
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -108,6 +114,9 @@ impl SectionCounters {
         add(&mut self.handshakes_refused, other.handshakes_refused);
         add(&mut self.redeploys, other.redeploys);
         add(&mut self.static_files, other.static_files);
+        add(&mut self.aborted_body_error, other.aborted_body_error);
+        add(&mut self.aborted_body_slow, other.aborted_body_slow);
+        add(&mut self.aborted_client_gone, other.aborted_client_gone);
         add(&mut self.bytes_in, other.bytes_in);
         add(&mut self.bytes_out, other.bytes_out);
         self.queue_wait.merge(&other.queue_wait);
@@ -284,6 +293,9 @@ pub(crate) mod fixture {
                         handshakes_refused: 1,
                         redeploys: 1,
                         static_files: 2,
+                        aborted_body_error: 0,
+                        aborted_body_slow: 3,
+                        aborted_client_gone: 0,
                         bytes_in: 4000,
                         bytes_out: 60_000,
                         queue_wait: wait,

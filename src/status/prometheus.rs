@@ -122,6 +122,25 @@ pub fn render_prometheus(s: &Snapshot, out: &mut Vec<u8>) {
         }
     }
 
+    w.family(
+        "swiftiply_backends_aborted_total",
+        "counter",
+        "Backend connections closed mid-request because of their client, by reason.",
+    );
+    for sec in sections {
+        for (reason, n) in [
+            ("client_body_error", sec.counters.aborted_body_error),
+            ("client_body_slow", sec.counters.aborted_body_slow),
+            ("client_gone", sec.counters.aborted_client_gone),
+        ] {
+            w.sample(
+                "swiftiply_backends_aborted_total",
+                &[("section", &sec.name), ("reason", reason)],
+                n,
+            );
+        }
+    }
+
     w.per_section(
         sections,
         "swiftiply_queue_depth",
@@ -388,6 +407,13 @@ mod tests {
             "1"
         );
         assert_eq!(
+            value(
+                &t,
+                &format!("swiftiply_backends_aborted_total{{{shop},reason=\"client_body_slow\"}}")
+            ),
+            "3"
+        );
+        assert_eq!(
             value(&t, &format!("swiftiply_redeploys_total{{{shop}}}")),
             "1"
         );
@@ -482,7 +508,7 @@ mod tests {
         }
         assert_eq!(helps.len(), types.len());
         assert!(helps.values().all(|&n| n == 1), "{helps:?}");
-        assert_eq!(types.len(), 21, "families: {seen_order:?}");
+        assert_eq!(types.len(), 22, "families: {seen_order:?}");
     }
 
     #[test]
