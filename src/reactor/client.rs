@@ -1221,6 +1221,7 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
         );
         io.ex.continued = true;
+        io.scan_body(None).unwrap();
         let out = respond(
             &mut io,
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
