@@ -33,6 +33,24 @@ pub fn check_request_head(data: &[u8]) {
         (Ok(None), _) | (Err(_), Err(_)) => {}
         _ => panic!("trailing bytes turned {whole:?} into {later:?}"),
     }
+    // `parse_mut` differs from `parse` only by a higher HTTP/1 minor
+    // version, rewritten to 1.1 in place: one byte, a digit, becomes `1`.
+    let mut copy = data.to_vec();
+    let mutated = request::parse_mut(&mut copy, MAX_HEAD);
+    let changed: Vec<usize> = (0..data.len()).filter(|&i| copy[i] != data[i]).collect();
+    match (&whole, &mutated) {
+        (Ok(Some(w)), m) => assert_eq!(Ok(Some(w.clone())), *m, "parse_mut changed a valid head"),
+        _ if changed.is_empty() => assert_eq!(whole, mutated, "parse_mut without a rewrite"),
+        _ => {
+            assert_eq!(changed.len(), 1, "parse_mut rewrote more than a digit");
+            let i = changed[0];
+            assert!(matches!(data[i], b'2'..=b'9') && copy[i] == b'1');
+            assert!(data[..i].ends_with(b"HTTP/1."), "rewrote something else than a version");
+            if let Ok(Some(m)) = &mutated {
+                assert_eq!(m.minor, 1);
+            }
+        }
+    }
     let Ok(Some(h)) = whole else { return };
     assert_eq!(
         request::parse(&data[..h.len], MAX_HEAD),
@@ -121,6 +139,20 @@ fn forwarded_request_means_the_same(head: &[u8], h: &RequestHead) {
             out.extend_from_slice(&head[h.len - nl..]);
         }
     }
+    if let Some(a) = &h.add_host {
+        let blank = out.len() - 2;
+        let line = [b"Host: ", &head[a.clone()], b"\r\n"].concat();
+        out.splice(blank..blank, line);
+    }
+    // Framed one way only: every line the backend gets ends in CRLF.
+    for (i, &b) in out.iter().enumerate() {
+        assert!(
+            b != b'\n' || (i > 0 && out[i - 1] == b'\r'),
+            "a bare LF in the forwarded head {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(b != b'\r' || out.get(i + 1) == Some(&b'\n'), "a bare CR forwarded");
+    }
     let f = match request::parse(&out, MAX_HEAD + 64) {
         Ok(Some(f)) => f,
         // A request with exactly MAX_HEADERS headers and no X-Forwarded-For
@@ -194,6 +226,23 @@ pub fn check_body(data: &[u8]) {
         }
         (Err(a), Err(b)) => assert_eq!(a, b, "scan and decode fail differently"),
         _ => panic!("scan gave {scanned:?}, decode gave {decoded:?}"),
+    }
+    if let Ok(sc) = &scanned {
+        if sc.done {
+            // Framed one way only: a lenient parser (lines end at LF,
+            // sizes are leading hex digits, the trailer section ends at the
+            // first blank-looking line) ends the body where the scanner did,
+            // and the strict and lenient payloads are the same bytes.
+            let lenient = lenient_chunked(&data[..sc.used]);
+            assert_eq!(
+                lenient.as_ref().map(|(end, _)| *end),
+                Some(sc.used),
+                "a lenient parser frames an accepted body differently"
+            );
+            if let (Some((_, payload)), Ok(d)) = (lenient, &decoded) {
+                assert_eq!(payload, d.payload, "a lenient parser decodes other bytes");
+            }
+        }
     }
     if let Ok(d) = &decoded {
         let rechunked = chunk(&d.payload, &mut Rng::new(data));
@@ -270,6 +319,40 @@ fn decode_chunked(data: &[u8], cuts: &[usize]) -> Result<Decoded, BodyError> {
     }
     out.done = s.is_done();
     Ok(out)
+}
+
+/// How a lenient HTTP/1 server reads a chunked body (the Mongrel-era kind
+/// the proxy stands in front of): the end and the payload, or None where it
+/// would give up.
+fn lenient_chunked(data: &[u8]) -> Option<(usize, Vec<u8>)> {
+    let line_at = |pos: usize| -> Option<(&[u8], usize)> {
+        let n = data[pos..].iter().position(|&b| b == b'\n')?;
+        Some((&data[pos..pos + n], pos + n + 1))
+    };
+    let mut pos = 0;
+    let mut payload = Vec::new();
+    loop {
+        let (line, next) = line_at(pos)?;
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        let hex = std::str::from_utf8(&line[..digits]).ok()?;
+        let size = u64::from_str_radix(hex.trim_start_matches('0'), 16)
+            .or_else(|e| if hex.is_empty() { Err(e) } else { Ok(0) })
+            .ok()? as usize;
+        pos = next;
+        if size == 0 {
+            loop {
+                let (line, next) = line_at(pos)?;
+                pos = next;
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    return Some((pos, payload));
+                }
+            }
+        }
+        payload.extend_from_slice(data.get(pos..pos.checked_add(size)?)?);
+        pos += size;
+        let (_, next) = line_at(pos)?;
+        pos = next;
+    }
 }
 
 /// `payload` as a chunked body with chunk sizes drawn from `rng`.
