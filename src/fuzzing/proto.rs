@@ -45,7 +45,10 @@ pub fn check_request_head(data: &[u8]) {
             assert_eq!(changed.len(), 1, "parse_mut rewrote more than a digit");
             let i = changed[0];
             assert!(matches!(data[i], b'2'..=b'9') && copy[i] == b'1');
-            assert!(data[..i].ends_with(b"HTTP/1."), "rewrote something else than a version");
+            assert!(
+                data[..i].ends_with(b"HTTP/1."),
+                "rewrote something else than a version"
+            );
             if let Ok(Some(m)) = &mutated {
                 assert_eq!(m.minor, 1);
             }
@@ -151,7 +154,10 @@ fn forwarded_request_means_the_same(head: &[u8], h: &RequestHead) {
             "a bare LF in the forwarded head {:?}",
             String::from_utf8_lossy(&out)
         );
-        assert!(b != b'\r' || out.get(i + 1) == Some(&b'\n'), "a bare CR forwarded");
+        assert!(
+            b != b'\r' || out.get(i + 1) == Some(&b'\n'),
+            "a bare CR forwarded"
+        );
     }
     let f = match request::parse(&out, MAX_HEAD + 64) {
         Ok(Some(f)) => f,

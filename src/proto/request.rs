@@ -93,6 +93,7 @@ impl fmt::Display for RequestError {
 /// HTTP/1 minor version (`HTTP/1.2`) to `HTTP/1.1` in place: RFC 9110 §2.5
 /// has a recipient treat it as the highest minor version it implements,
 /// and a proxy forwards its own version.
+#[inline]
 pub fn parse_mut(buf: &mut [u8], max_head: usize) -> Result<Option<RequestHead>, RequestError> {
     match parse(buf, max_head) {
         Err(RequestError::Bad(VERSION_ERROR)) if lower_minor_version(buf) => parse(buf, max_head),
@@ -162,20 +163,10 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     // httparse takes a bare LF for a line end; a proxy must not send one
     // on (RFC 9112 §2.2), as a backend may end lines elsewhere. Every line
     // end is checked: the request line's (one space, then 8 bytes of
-    // version), each field line's (after the value and any trailing
-    // whitespace httparse trimmed), and the blank line's.
-    if buf.get(target.end + 9) != Some(&b'\r') || buf[len - 2] != b'\r' {
+    // version), each field line's before the next one's name (below), and
+    // the last two (the last line's and the blank line's).
+    if buf.get(target.end + 9) != Some(&b'\r') || !buf[..len].ends_with(b"\r\n\r\n") {
         return Err(BARE_LF);
-    }
-    for h in req.headers.iter() {
-        let end = offset_in(buf, h.value) + h.value.len();
-        let ws = buf[end..]
-            .iter()
-            .take_while(|&&b| b == b' ' || b == b'\t')
-            .count();
-        if buf[end + ws] != b'\r' {
-            return Err(BARE_LF);
-        }
     }
 
     let mut host_hdr: Option<&[u8]> = None;
@@ -189,6 +180,11 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
+        // The line before this one ends just before its name.
+        let n0 = offset_in(buf, name);
+        if buf[n0 - 2] != b'\r' {
+            return Err(BARE_LF);
+        }
         if name.eq_ignore_ascii_case(b"host") {
             if host_hdr.is_some() {
                 return Err(RequestError::Bad("more than one Host header"));
@@ -213,8 +209,7 @@ pub fn parse(buf: &[u8], max_head: usize) -> Result<Option<RequestHead>, Request
             conn_close |= has_token(value, "close");
             conn_keep_alive |= has_token(value, "keep-alive");
         } else if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            let v0 = offset_in(buf, value);
-            xff_value_end = Some(v0 + value.trim_ascii_end().len());
+            xff_value_end = Some(offset_in(buf, value) + value.trim_ascii_end().len());
         } else if name.eq_ignore_ascii_case(b"expect") {
             expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }

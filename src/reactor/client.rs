@@ -494,6 +494,7 @@ impl ClientIo {
     /// how many it claimed (framing included). Only validated bytes are
     /// ever sent on, and a backend is taken only once those already read
     /// are known good.
+    #[inline]
     pub fn scan_body(&mut self, max_body: Option<u64>) -> Result<usize, ForwardError> {
         let ex = &mut self.ex;
         let Some(body) = ex.body.as_mut() else {
@@ -985,8 +986,10 @@ fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Opti
     }
     let tail = o + h.target.end;
     let end = o + h.len;
-    // The parser accepts CRLF line ends only.
+    // Lines are inserted before the blank line (the parser accepts CRLF
+    // line ends only), which goes with the last range when nothing is.
     let blank = end - 2;
+    let last = if h.add_host.is_some() { blank } else { end };
     let mut tmp = [0u8; 64];
     let mut w = &mut tmp[..];
     match (xff, h.xff_value_end) {
@@ -995,22 +998,25 @@ fn queue_head(q: &mut OutQueue, buf: &[u8], o: usize, h: &RequestHead, xff: Opti
             let n = 64 - w.len();
             q.push_buf(tail..o + v);
             q.push_scratch(&tmp[..n]);
-            q.push_buf(o + v..blank);
+            q.push_buf(o + v..last);
         }
         (Some(addr), None) => {
             let _ = write!(w, "X-Forwarded-For: {}\r\n", addr.ip());
             let n = 64 - w.len();
             q.push_buf(tail..blank);
             q.push_scratch(&tmp[..n]);
+            if last == end {
+                q.push_buf(blank..end);
+            }
         }
-        (None, _) => q.push_buf(tail..blank),
+        (None, _) => q.push_buf(tail..last),
     }
     if let Some(a) = &h.add_host {
         q.push_static(b"Host: ");
         q.push_buf(o + a.start..o + a.end);
         q.push_static(b"\r\n");
+        q.push_buf(blank..end);
     }
-    q.push_buf(blank..end);
 }
 
 /// A pool of `ClientIo`s, each with two buffers of one size.

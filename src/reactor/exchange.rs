@@ -162,12 +162,21 @@ impl Reactor {
     pub(super) fn step_proxy(&mut self, c: usize, section: usize, b: usize) -> Step {
         let pump = self.pump(c, section, b);
         match pump {
-            Pump::Progress { backend_side } => {
-                self.arm_exchange_timer(c, backend_side);
+            Pump::Progress {
+                backend_side,
+                paced,
+            } => {
+                if paced {
+                    self.arm_exchange_timer(c, backend_side);
+                } else if backend_side {
+                    self.set_deadline(c, self.limits.backend_timeout);
+                }
                 Step::Again
             }
-            Pump::Wait => {
-                self.arm_exchange_timer(c, false);
+            Pump::Wait { paced } => {
+                if paced {
+                    self.arm_exchange_timer(c, false);
+                }
                 Step::Wait
             }
             Pump::Finished => self.finish_exchange(c, b),
@@ -407,15 +416,17 @@ impl Reactor {
             splice::push(cl.sock.as_raw_fd());
             cl.corked = false;
         }
+        let paced = !io.ex.body_done() || io.ex.pace.is_waiting();
         if io.ex.resp_done() && !cl.has_output() {
             return Pump::Finished;
         }
         if progress || read_ahead {
             Pump::Progress {
                 backend_side: progress,
+                paced,
             }
         } else {
-            Pump::Wait
+            Pump::Wait { paced }
         }
     }
 

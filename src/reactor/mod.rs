@@ -194,10 +194,15 @@ enum Pump {
     /// Bytes moved. `backend_side`: to or from the backend, or to the client
     /// (what `backend_timeout` watches); client read-ahead alone does not
     /// keep a silent backend alive.
+    /// `paced`: a body is still awaited, or was: the exchange's timer
+    /// follows the body's pace (`arm_exchange_timer`).
     Progress {
         backend_side: bool,
+        paced: bool,
     },
-    Wait,
+    Wait {
+        paced: bool,
+    },
     Finished,
     ClientGone,
     BackendFailed(String),

@@ -233,10 +233,14 @@ impl Reactor {
                 RequestBody::Chunked => true,
             };
         let head_len = head.len;
+        let bodiless = head.body == RequestBody::None;
         io.ex.begin(head, start, retain);
         if keep_conditions {
             io.ex.saved_conditions =
                 SavedConditions::capture(&io.inbuf.bytes()[start..start + head_len]);
+        }
+        if bodiless {
+            return self.place(c, section, false);
         }
         self.take_body(c, section)
     }
