@@ -5,23 +5,26 @@
 //! handshake) and a connection accepted by the plain HTTP server: the
 //! protocol after the handshake is ordinary HTTP/1.1.
 
-use std::io::{self, Read};
-use std::net::TcpStream;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::request::{is_timeout, BodyFraming, BodyReader, HeaderPos, Request};
+use super::request::{is_timeout, BodyFraming, BodyReader, Request};
 use super::respond::{Responder, StreamFraming};
 use super::Handler;
-use crate::proto::body::ChunkedScanner;
-use crate::proto::{has_token, parse_length};
+use crate::proto::local;
+use crate::proto::request::{self, RequestError, RequestHead};
 
 /// How long the plain HTTP server keeps an idle keep-alive connection.
 const SERVER_IDLE: Duration = Duration::from_secs(60);
 /// Largest request head accepted; also the read-ahead buffer size.
 const BUF: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
+/// After refusing a malformed request, how long the rest of what the peer
+/// sends is read and dropped, so that closing does not reset the connection
+/// before the peer has read the answer.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Which side of the protocol this connection is.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,7 +52,6 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
     filled: usize,
     out: Vec<u8>,
-    headers: Vec<HeaderPos>,
     pub served: u64,
 }
 
@@ -59,7 +61,6 @@ impl Conn {
             buf: vec![0; BUF],
             filled: 0,
             out: Vec::with_capacity(BUF / 4),
-            headers: Vec::with_capacity(32),
             served: 0,
         }
     }
@@ -72,6 +73,11 @@ impl Conn {
 
     /// Serves requests until the peer closes, `stop` is set while idle, or an
     /// error. The socket should have a short read timeout so `stop` is seen.
+    ///
+    /// A request head `proto::request::parse` refuses (the proxy's own
+    /// parser, so the same requests are refused on both sides) is answered
+    /// with the status the proxy would give and `Connection: close`, and the
+    /// connection closes: that ends the loop with an `InvalidData` error.
     pub fn serve(
         &mut self,
         sock: &TcpStream,
@@ -83,14 +89,18 @@ impl Conn {
             // Plain HTTP clients that go quiet are let go; a proxy connection
             // is meant to sit idle between requests.
             let idle_limit = (role == Role::Server).then_some(SERVER_IDLE);
-            let Some(head_len) = self.read_head(sock, stop, idle_limit)? else {
-                return Ok(if stop.load(Ordering::Relaxed) {
-                    End::Stopped
-                } else {
-                    End::Closed
-                });
+            let head = match self.read_head(sock, stop, idle_limit)? {
+                Some(Ok(head)) => head,
+                Some(Err(e)) => return Err(refuse(sock, &e, stop)),
+                None => {
+                    return Ok(if stop.load(Ordering::Relaxed) {
+                        End::Stopped
+                    } else {
+                        End::Closed
+                    })
+                }
             };
-            let end = self.serve_one(sock, handler, role, head_len)?;
+            let end = self.serve_one(sock, handler, role, head)?;
             self.served += 1;
             if let Some(end) = end {
                 return Ok(end);
@@ -98,26 +108,22 @@ impl Conn {
         }
     }
 
-    /// Reads until a complete head is buffered. `None`: closed or stopped
-    /// while idle.
+    /// Reads until a complete head is buffered and parses it. `None`: closed
+    /// or stopped while idle; `Some(Err)`: the head is malformed or too large.
     fn read_head(
         &mut self,
         mut sock: &TcpStream,
         stop: &AtomicBool,
         idle_limit: Option<Duration>,
-    ) -> io::Result<Option<usize>> {
+    ) -> io::Result<Option<Result<RequestHead, RequestError>>> {
         let idle_since = Instant::now();
         loop {
             if self.filled > 0 {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut req = httparse::Request::new(&mut headers);
-                match req.parse(&self.buf[..self.filled]) {
-                    Ok(httparse::Status::Complete(n)) => return Ok(Some(n)),
-                    Ok(httparse::Status::Partial) if self.filled == self.buf.len() => {
-                        return Err(invalid("request head larger than 64 KiB"));
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => return Err(invalid(&format!("malformed request head: {e}"))),
+                // A full buffer without a complete head is an error here.
+                match request::parse_mut(&mut self.buf[..self.filled], BUF) {
+                    Ok(Some(head)) => return Ok(Some(Ok(head))),
+                    Ok(None) => {}
+                    Err(e) => return Ok(Some(Err(e))),
                 }
             } else if stop.load(Ordering::Relaxed)
                 || idle_limit.is_some_and(|limit| idle_since.elapsed() > limit)
@@ -139,82 +145,35 @@ impl Conn {
         }
     }
 
-    /// Serves the request whose head is `buf[..head_len]`. `Some(end)`: the
-    /// connection must close now.
+    /// Serves the request whose head, as `proto::request::parse` found it,
+    /// is at the start of `buf`. `Some(end)`: the connection must close now.
     fn serve_one(
         &mut self,
         sock: &TcpStream,
         handler: &dyn Handler,
         role: Role,
-        head_len: usize,
+        parsed: RequestHead,
     ) -> io::Result<Option<End>> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        // `read_head` parsed these very bytes successfully.
-        req.parse(&self.buf[..head_len])
-            .map_err(|e| invalid(&e.to_string()))?;
-        let base = self.buf.as_ptr() as usize;
-        let span = |s: &[u8]| {
-            let a = s.as_ptr() as usize - base;
-            a..a + s.len()
-        };
-        let (Some(method_s), Some(target_s), Some(minor)) = (req.method, req.path, req.version)
-        else {
-            return Err(invalid("malformed request line"));
-        };
-        let method = span(method_s.as_bytes());
-        let target = span(target_s.as_bytes());
-        let is_head = method_s == "HEAD";
-        self.headers.clear();
-        let mut length = None;
-        let mut chunked = false;
-        let mut close = minor == 0;
-        for h in req.headers.iter() {
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"content-length") {
-                length = Some(parse_length(h.value).ok_or_else(|| invalid("bad Content-Length"))?);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
-                if !chunked {
-                    return Err(invalid("unsupported Transfer-Encoding"));
-                }
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                if has_token(h.value, "close") {
-                    close = true;
-                } else if has_token(h.value, "keep-alive") {
-                    close = false;
-                }
-            }
-            self.headers.push(HeaderPos {
-                name: span(name),
-                value: span(h.value),
-            });
-        }
-        let framing = if chunked {
-            BodyFraming::Chunked(ChunkedScanner::new())
-        } else {
-            BodyFraming::Length(length.unwrap_or(0))
-        };
+        let head_len = parsed.len;
+        let is_head = parsed.is_head;
+        let close = !parsed.keep_alive;
         let (stream_framing, connection) = match role {
             Role::Backend { framing } => (framing, None),
             Role::Server if close => (StreamFraming::UntilClose, Some("Connection: close\r\n")),
-            Role::Server if minor == 0 => (
+            Role::Server if parsed.minor == 0 => (
                 StreamFraming::UntilClose,
                 Some("Connection: keep-alive\r\n"),
             ),
             Role::Server => (StreamFraming::Chunked, None),
         };
+        let framing = BodyFraming::of(parsed.body);
 
         let mut reader = sock;
         let mut writer = sock;
         let (head, rest) = self.buf.split_at_mut(head_len);
         let mut request = Request {
             head,
-            method,
-            target,
-            minor,
-            declared_length: length.unwrap_or(0),
-            headers: &self.headers,
+            parsed,
             body: BodyReader {
                 sock: &mut reader,
                 buf: rest,
@@ -274,6 +233,27 @@ impl Conn {
     }
 }
 
-fn invalid(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+/// Answers a request head that cannot be served with the status the proxy
+/// gives it, closes our side and drops what the peer still sends (for at
+/// most `LINGER`), so that it can read the answer. Returns the error that
+/// ends the connection.
+fn refuse(mut sock: &TcpStream, e: &RequestError, stop: &AtomicBool) -> io::Error {
+    let status = e.status();
+    let _ = sock
+        .write_all(local::error_response(status))
+        .and_then(|()| sock.shutdown(Shutdown::Write));
+    let until = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        match sock.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed request, answered {status}: {e}"),
+    )
 }

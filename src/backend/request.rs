@@ -1,28 +1,23 @@
 //! The request a backend handler receives: the head, borrowed from the
 //! connection's buffer, and a body reader that decodes Content-Length or
 //! chunked framing as the handler reads.
+//!
+//! The head was parsed and validated by `crate::proto::request::parse`, the
+//! same parser the proxy uses: every position and the body's framing come
+//! from its `RequestHead`, and nothing here parses the head again except to
+//! look headers up for the handler.
 
 use std::io::{self, Read};
-use std::ops::Range;
 
 use crate::proto::body::ChunkedScanner;
-
-/// One request header, as offsets into the head.
-#[derive(Clone, Debug)]
-pub(crate) struct HeaderPos {
-    pub name: Range<usize>,
-    pub value: Range<usize>,
-}
+use crate::proto::request::{self, RequestBody, RequestHead};
 
 /// A request as the handler sees it. Nothing here is copied out of the
 /// connection's buffer.
 pub struct Request<'a> {
+    /// `parsed.len` bytes: request line, headers, blank line.
     pub(crate) head: &'a [u8],
-    pub(crate) method: Range<usize>,
-    pub(crate) target: Range<usize>,
-    pub(crate) minor: u8,
-    pub(crate) declared_length: u64,
-    pub(crate) headers: &'a [HeaderPos],
+    pub(crate) parsed: RequestHead,
     pub(crate) body: BodyReader<'a>,
 }
 
@@ -34,30 +29,35 @@ impl<'a> Request<'a> {
 
     /// Was the body sent chunked (as opposed to with a Content-Length)?
     pub fn is_chunked(&self) -> bool {
-        matches!(self.body.framing, BodyFraming::Chunked(_))
+        self.parsed.body == RequestBody::Chunked
     }
 
     /// The Content-Length of the body, if it has one (0 when there is none).
     pub fn content_length(&self) -> Option<u64> {
-        match &self.body.framing {
-            BodyFraming::Length(_) => Some(self.declared_length),
-            BodyFraming::Chunked(_) => None,
+        match self.parsed.body {
+            RequestBody::None => Some(0),
+            RequestBody::Length(n) => Some(n),
+            RequestBody::Chunked => None,
         }
     }
 
     pub fn method(&self) -> &str {
         // The parser accepted only token bytes here.
-        std::str::from_utf8(&self.head[self.method.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.head[self.parsed.method.clone()]).unwrap_or("")
     }
 
     /// The request target as sent (`/path?query`).
     pub fn target(&self) -> &str {
-        std::str::from_utf8(&self.head[self.target.clone()]).unwrap_or("")
+        std::str::from_utf8(&self.head[self.parsed.target.clone()]).unwrap_or("")
     }
 
+    /// The target's path, without the query (of an absolute-form target,
+    /// `http://host/path?query`, the `/path` part).
     pub fn path(&self) -> &str {
-        let t = self.target();
-        t.split_once('?').map_or(t, |(p, _)| p)
+        match std::str::from_utf8(&self.head[self.parsed.path.clone()]) {
+            Ok("") | Err(_) => "/",
+            Ok(p) => p,
+        }
     }
 
     pub fn query(&self) -> Option<&str> {
@@ -66,27 +66,37 @@ impl<'a> Request<'a> {
 
     /// HTTP minor version: 0 or 1.
     pub fn minor_version(&self) -> u8 {
-        self.minor
+        self.parsed.minor
     }
 
-    /// The first header with this name (ASCII case-insensitive).
+    /// Did the client ask to keep the connection open afterwards (its
+    /// version and `Connection` header)? Over a proxy connection this is
+    /// the proxy's client speaking, and it is the proxy's to honour.
+    pub fn keep_alive(&self) -> bool {
+        self.parsed.keep_alive
+    }
+
+    /// The first header with this name (ASCII case-insensitive), its value
+    /// trimmed of surrounding whitespace.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        request::find_header(self.head, name)
     }
 
     pub fn header_str(&self, name: &str) -> Option<&str> {
         self.header(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Every header, in order, values trimmed.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|h| {
-            (
-                std::str::from_utf8(&self.head[h.name.clone()]).unwrap_or(""),
-                &self.head[h.value.clone()],
-            )
-        })
+        // The head was accepted by `proto::request::parse`, which uses
+        // httparse with the same header limit: this cannot fail, and only
+        // runs when a handler asks for the whole list.
+        let mut raw = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut raw);
+        let _ = req.parse(self.head);
+        let mut list = Vec::with_capacity(self.parsed.headers);
+        list.extend(req.headers.iter().map(|h| (h.name, h.value.trim_ascii())));
+        list.into_iter()
     }
 
     /// The body, decoded. Reading it is optional: whatever the handler leaves
@@ -99,6 +109,17 @@ impl<'a> Request<'a> {
 pub(crate) enum BodyFraming {
     Length(u64),
     Chunked(ChunkedScanner),
+}
+
+impl BodyFraming {
+    /// How to read the body `proto::request::parse` found.
+    pub(crate) fn of(body: RequestBody) -> Self {
+        match body {
+            RequestBody::None => BodyFraming::Length(0),
+            RequestBody::Length(n) => BodyFraming::Length(n),
+            RequestBody::Chunked => BodyFraming::Chunked(ChunkedScanner::new()),
+        }
+    }
 }
 
 /// Reads a request body from bytes already buffered, then from the socket.
@@ -193,5 +214,125 @@ impl Read for BodyReader<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds the `Request` the connection loop would hand a handler for
+    /// `raw` (head and whatever body bytes follow it), and runs `f` on it.
+    fn with_request<T>(raw: &str, f: impl FnOnce(&mut Request<'_>) -> T) -> T {
+        let parsed = request::parse(raw.as_bytes(), 65536)
+            .expect("valid")
+            .expect("complete");
+        let mut buf = raw.as_bytes().to_vec();
+        let (head, rest) = buf.split_at_mut(parsed.len);
+        let end = rest.len();
+        let mut sock = io::empty();
+        let framing = BodyFraming::of(parsed.body);
+        let mut req = Request {
+            head,
+            parsed,
+            body: BodyReader {
+                sock: &mut sock,
+                buf: rest,
+                pos: 0,
+                end,
+                framing,
+            },
+        };
+        f(&mut req)
+    }
+
+    #[test]
+    fn headers_are_looked_up_in_the_parsed_head() {
+        let raw = "GET /a/b?x=1&y HTTP/1.1\r\nHost: app.test\r\nX-Two:  first \r\n\
+                   x-two: second\r\nAccept:\r\n\r\n";
+        with_request(raw, |req| {
+            assert_eq!(req.method(), "GET");
+            assert_eq!(req.target(), "/a/b?x=1&y");
+            assert_eq!(req.path(), "/a/b");
+            assert_eq!(req.query(), Some("x=1&y"));
+            assert_eq!(req.minor_version(), 1);
+            assert!(req.keep_alive());
+            assert_eq!(req.header("x-two"), Some(&b"first"[..]));
+            assert_eq!(req.header_str("HOST"), Some("app.test"));
+            assert_eq!(req.header("accept"), Some(&b""[..]));
+            assert_eq!(req.header("x-none"), None);
+            // The request line is never a header, whatever the target holds.
+            assert_eq!(req.header("get /a/b?x=1&y http/1.1\r\nhost"), None);
+            let all: Vec<(&str, &[u8])> = req.headers().collect();
+            assert_eq!(
+                all,
+                [
+                    ("Host", &b"app.test"[..]),
+                    ("X-Two", b"first"),
+                    ("x-two", b"second"),
+                    ("Accept", b""),
+                ]
+            );
+            assert_eq!(req.raw_head(), raw.as_bytes());
+        });
+    }
+
+    #[test]
+    fn blank_lines_before_the_request_line_are_skipped_everywhere() {
+        let raw = "\r\n\r\nPOST /p HTTP/1.0\r\nUser-Agent: u\r\nContent-Length: 2\r\n\r\nhi";
+        with_request(raw, |req| {
+            assert_eq!((req.method(), req.path()), ("POST", "/p"));
+            assert_eq!(req.header("user-agent"), Some(&b"u"[..]));
+            assert_eq!(req.headers().count(), 2);
+            assert!(!req.keep_alive());
+            let mut body = Vec::new();
+            req.body().read_all(&mut body).unwrap();
+            assert_eq!(body, b"hi");
+        });
+    }
+
+    #[test]
+    fn the_path_of_an_absolute_target_is_its_origin_part() {
+        with_request(
+            "GET http://app.test/x/y?q HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            |req| {
+                assert_eq!(req.target(), "http://app.test/x/y?q");
+                assert_eq!(req.path(), "/x/y");
+                assert_eq!(req.query(), Some("q"));
+            },
+        );
+        with_request("GET http://app.test HTTP/1.1\r\nHost: a\r\n\r\n", |req| {
+            assert_eq!(req.path(), "/");
+        });
+    }
+
+    #[test]
+    fn body_framing_is_the_parsers() {
+        with_request("GET / HTTP/1.1\r\nHost: a\r\n\r\n", |req| {
+            assert_eq!((req.content_length(), req.is_chunked()), (Some(0), false));
+            assert!(req.body().is_done());
+        });
+        with_request(
+            "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhelloNEXT",
+            |req| {
+                assert_eq!((req.content_length(), req.is_chunked()), (Some(5), false));
+                let mut body = Vec::new();
+                req.body().read_all(&mut body).unwrap();
+                assert_eq!(body, b"hello");
+                assert_eq!(&req.body.buf[req.body.pos..req.body.end], b"NEXT");
+            },
+        );
+        with_request(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n\
+             5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\nNEXT",
+            |req| {
+                assert_eq!((req.content_length(), req.is_chunked()), (None, true));
+                let mut body = Vec::new();
+                req.body().read_all(&mut body).unwrap();
+                assert_eq!(body, b"helloabc");
+                assert!(req.body().is_done());
+                assert_eq!(&req.body.buf[req.body.pos..req.body.end], b"NEXT");
+            },
+        );
     }
 }

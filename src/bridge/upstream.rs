@@ -47,12 +47,14 @@ use crate::backend::{BodyWriter, Request, Responder};
 use crate::proto::body::ChunkedScanner;
 use crate::proto::packet::{PacketDecoder, PacketEvent};
 use crate::proto::response::{self, ResponseBody, ResponseHead};
+use crate::proto::{has_token, parse_length};
 
 /// The per-thread relay buffer; also the largest response head accepted.
 const BUF: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pooled connections idle longer than this are closed instead of reused.
 const IDLE_MAX: Duration = Duration::from_secs(60);
+/// Header lines `response::parse` accepts (its own limit, not exported).
 const MAX_HEADERS: usize = 100;
 const TEXT: &[(&str, &str)] = &[("Content-Type", "text/plain")];
 
@@ -196,11 +198,7 @@ impl Upstreams {
             && req
                 .header("expect")
                 .is_some_and(|v| has_token(v, "100-continue"));
-        let request_closes = match req.header("connection") {
-            Some(v) if has_token(v, "close") => true,
-            Some(v) if has_token(v, "keep-alive") => false,
-            _ => req.minor_version() == 0,
-        };
+        let request_closes = !req.keep_alive();
         let order = self.preference();
         let mut state = SendState {
             continued: false,
@@ -514,13 +512,6 @@ fn read_head(
     }
 }
 
-/// Does a comma-separated header value list `token` (case-insensitive)?
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// The response's status and end-to-end headers, owned (the buffer they came
 /// from is reused for the body), and what the head says about the connection.
 struct Passed {
@@ -531,33 +522,28 @@ struct Passed {
     length: Option<u64>,
 }
 
+/// The response's end-to-end headers. Framing and `conn_close` come from
+/// `response::parse`; the header list itself is read with httparse, as
+/// `response::parse` read these very bytes.
 fn pass_headers(head_bytes: &[u8], head: &ResponseHead) -> Passed {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut raw);
     // `response::parse` accepted exactly these bytes.
     let _ = resp.parse(head_bytes);
-    let mut nominated: Vec<&[u8]> = Vec::new();
-    let mut keep_alive_token = false;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',') {
-                let t = t.trim_ascii();
-                if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"close") {
-                    nominated.push(t);
-                }
-            }
-        }
-    }
+    let connection = || {
+        resp.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .map(|h| h.value)
+    };
+    let keep_alive_token = connection().any(|v| has_token(v, "keep-alive"));
     let mut length = None;
     let mut headers = Vec::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok());
+            // Every Content-Length parses and they agree (`response::parse`).
+            length = length.or_else(|| parse_length(h.value));
             continue;
         }
         let hop = [
@@ -568,9 +554,7 @@ fn pass_headers(head_bytes: &[u8], head: &ResponseHead) -> Passed {
         ]
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n))
-            || nominated
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+            || connection().any(|v| has_token(v, name));
         if !hop {
             headers.push((
                 name.to_string(),
@@ -790,11 +774,5 @@ mod tests {
         assert_eq!(ups.loads(), [0, 1, 0]);
         let order = ups.preference();
         assert_eq!(order[2], 1, "{order:?}");
-    }
-
-    #[test]
-    fn tokens_are_matched_whole_and_case_blind() {
-        assert!(has_token(b"Keep-Alive, 100-Continue", "100-continue"));
-        assert!(!has_token(b"100-continued", "100-continue"));
     }
 }

@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::client::{connection_line, Phase};
-use super::tally::header_value;
 use super::{client_in, BackendState, Conn, Reactor, Step};
 use crate::access_log::Termination;
-use crate::proto::request::{RequestBody, RequestHead};
+use crate::proto::request::{find_header, RequestBody, RequestHead};
 use crate::status::{
     self, BackendSnapshot, BackendStateName, SectionSnapshot, Snapshot, HTML_CONTENT_TYPE,
     PROMETHEUS_CONTENT_TYPE,
@@ -175,7 +174,7 @@ impl Reactor {
             .iter()
             .position(|&b| b == b'?')
             .map(|q| &target[q + 1..]);
-        let accept = Some(header_value(raw, b"accept")).filter(|v| !v.is_empty());
+        let accept = find_header(raw, "accept").filter(|v| !v.is_empty());
         let html = status::wants_html(accept, query);
         let mut body = Vec::new();
         let content_type = if html {

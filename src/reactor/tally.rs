@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{Record, Termination};
 use crate::proto::handshake::BackendId;
-use crate::proto::request::RequestHead;
+use crate::proto::request::{find_header, RequestHead};
 
 use super::{client_in, Reactor};
 
@@ -90,8 +90,14 @@ impl LogFields {
                 b"HTTP/1.1"
             },
         );
-        copy(&mut self.referer, header_value(raw, b"referer"));
-        copy(&mut self.user_agent, header_value(raw, b"user-agent"));
+        copy(
+            &mut self.referer,
+            find_header(raw, "referer").unwrap_or_default(),
+        );
+        copy(
+            &mut self.user_agent,
+            find_header(raw, "user-agent").unwrap_or_default(),
+        );
     }
 
     fn clear(&mut self) {
@@ -105,21 +111,6 @@ impl LogFields {
             v.clear();
         }
     }
-}
-
-/// The value of the first header `name` (lower-case) in a request head
-/// already validated by the parser; empty when absent.
-pub fn header_value<'a>(head: &'a [u8], name: &[u8]) -> &'a [u8] {
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if line[..colon].eq_ignore_ascii_case(name) {
-            return line[colon + 1..].trim_ascii();
-        }
-    }
-    &[]
 }
 
 impl Reactor {
@@ -293,18 +284,32 @@ impl Reactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::request;
+
+    fn captured(head: &str) -> LogFields {
+        let h = request::parse(head.as_bytes(), 16384).unwrap().unwrap();
+        let mut f = LogFields::default();
+        f.capture(&head.as_bytes()[..h.len], &h);
+        f
+    }
 
     #[test]
-    fn header_values_are_found_case_insensitively_and_trimmed() {
-        let head =
-            b"GET / HTTP/1.1\r\nHost: a\r\nUSER-agent:  curl/8 \r\nReferer: http://x/\r\n\r\n";
-        assert_eq!(header_value(head, b"user-agent"), b"curl/8");
-        assert_eq!(header_value(head, b"referer"), b"http://x/");
-        assert_eq!(header_value(head, b"cookie"), b"");
-        // The request line is never taken for a header.
-        assert_eq!(
-            header_value(b"GET /referer: HTTP/1.1\r\n\r\n", b"get /referer"),
-            b""
+    fn the_log_fields_are_copied_from_the_parsed_head() {
+        let f = captured(
+            "GET /a?b HTTP/1.1\r\nHost: a\r\nUSER-agent:  curl/8 \r\nReferer: http://x/\r\n\r\n",
         );
+        assert_eq!(f.method, b"GET");
+        assert_eq!(f.target, b"/a?b");
+        assert_eq!(f.version, b"HTTP/1.1");
+        assert_eq!(f.user_agent, b"curl/8");
+        assert_eq!(f.referer, b"http://x/");
+        let f = captured("GET /referer: HTTP/1.0\r\n\r\n");
+        assert_eq!(f.version, b"HTTP/1.0");
+        assert_eq!((f.referer.len(), f.user_agent.len()), (0, 0));
+        // Blank lines before the request line are skipped, as the parser
+        // skips them: the request line is never taken for a header.
+        let f =
+            captured("\r\n\r\nGET http://referer:80/ HTTP/1.1\r\nHost: a\r\nUser-Agent: u\r\n\r\n");
+        assert_eq!((f.referer.len(), f.user_agent.as_slice()), (0, &b"u"[..]));
     }
 }
