@@ -328,8 +328,22 @@ fn check_target(method: &[u8], t: &[u8]) -> Result<(), RequestError> {
             "request target is not origin-form or absolute-form",
         ));
     }
-    if t.contains(&b'#') {
-        return Err(RequestError::Bad("request target contains a fragment"));
+    // One pass for both: a fragment, and a `%` not followed by two hex
+    // digits (RFC 3986 §2.1), which backends decode each their own way.
+    let mut rest = t;
+    while let Some(i) = rest.iter().position(|&b| b == b'%' || b == b'#') {
+        if rest[i] == b'#' {
+            return Err(RequestError::Bad("request target contains a fragment"));
+        }
+        match rest.get(i + 1..i + 3) {
+            Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {}
+            _ => {
+                return Err(RequestError::Bad(
+                    "invalid percent-encoding in the request target",
+                ))
+            }
+        }
+        rest = &rest[i + 3..];
     }
     Ok(())
 }
@@ -404,6 +418,12 @@ fn strip_port(buf: &[u8], r: Range<usize>) -> Result<Range<usize>, RequestError>
         .all(|&b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
     if !valid {
         return Err(RequestError::Bad("invalid character in Host"));
+    }
+    // RFC 3986 §3.2.3: port = *DIGIT.
+    match &v[host_len..] {
+        [] => {}
+        [b':', port @ ..] if port.len() <= 5 && port.iter().all(u8::is_ascii_digit) => {}
+        _ => return Err(RequestError::Bad("invalid port in Host")),
     }
     Ok(r.start..r.start + host_len)
 }
@@ -629,12 +649,19 @@ mod tests {
             "GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http://a/#x HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a%4 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+            "GET /a HTTP/1.1\r\nHost: a:123456\r\n\r\n",
             "GET http:// HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert_eq!(err(s).status(), 400, "{s:?}");
         }
         ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
         ok("GET /a?b=/c HTTP/1.1\r\nHost: a\r\n\r\n");
+        ok("GET /a%2F%2e?q=%41 HTTP/1.1\r\nHost: a:\r\n\r\n");
+        ok("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
     }
 
     #[test]
