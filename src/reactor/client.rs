@@ -546,9 +546,9 @@ impl ClientIo {
         if self.ex.head.is_none() {
             return Ok(());
         }
-        if !self.ex.spooled {
-            self.scan_body(max_body)?;
-        }
+        // A body spooled whole is done; one the spool could only take part
+        // of goes on from the buffer.
+        self.scan_body(max_body)?;
         let ex = &mut self.ex;
         let Some(head) = ex.head.as_ref() else {
             return Ok(());
