@@ -64,7 +64,9 @@ fn a_chunked_body_larger_than_request_buffer_waits_on_disk_and_arrives_whole() {
     assert!(
         farm.seen.is_empty(),
         "a backend got the request before its body was complete: {:?}",
-        farm.seen.first().map(|s| String::from_utf8_lossy(&s.raw[..80]))
+        farm.seen
+            .first()
+            .map(|s| String::from_utf8_lossy(&s.raw[..80]))
     );
     let names = std::fs::read_dir(&spool.path).unwrap().count();
     assert_eq!(names, 0, "a spooled body left a file in the directory");
@@ -73,7 +75,10 @@ fn a_chunked_body_larger_than_request_buffer_waits_on_disk_and_arrives_whole() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(farm.wait_for(WAIT, |s| s.complete && s.target == "/spooled"));
     let got = farm.seen.iter().find(|s| s.complete).unwrap();
-    assert!(body_of(got) == &whole[..], "the backend got other body bytes");
+    assert!(
+        body_of(got) == &whole[..],
+        "the backend got other body bytes"
+    );
     // The same connection goes on.
     let r = c.get("app.test", "/after");
     assert_eq!(r.status, 200, "{r:?}");
@@ -121,7 +126,10 @@ fn when_the_spool_is_full_the_rest_of_a_body_streams_after_what_was_spooled() {
     assert!(farm.wait_for(WAIT, |s| s.complete && s.target == "/overflow"));
     let got = farm.seen.iter().find(|s| s.complete).unwrap();
     assert_eq!(body_of(got).len(), whole.len());
-    assert!(body_of(got) == &whole[..], "the backend got other body bytes");
+    assert!(
+        body_of(got) == &whole[..],
+        "the backend got other body bytes"
+    );
 }
 
 #[test]

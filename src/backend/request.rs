@@ -301,9 +301,12 @@ mod tests {
                 assert_eq!(req.query(), Some("q"));
             },
         );
-        with_request("GET http://app.test HTTP/1.1\r\nHost: a\r\n\r\n", |req| {
-            assert_eq!(req.path(), "/");
-        });
+        with_request(
+            "GET http://app.test HTTP/1.1\r\nHost: app.test\r\n\r\n",
+            |req| {
+                assert_eq!(req.path(), "/");
+            },
+        );
     }
 
     #[test]
