@@ -3,11 +3,17 @@
 //! Lifecycle of one client connection (the reactor in `mod.rs` drives it):
 //!
 //! ```text
-//!  Head ──request head──▶ Queued ──backend free──▶ Proxying ──response done──▶ Head (keep-alive)
-//!   │  \                    │                        │  \
-//!   │   └─health──▶ Local   └─timeout──▶ Local(503)  │   └─backend died, redeployable──▶ Queued (front)
+//!  Head ──request head──▶ Body ──body whole──▶ Queued ──backend free──▶ Proxying ──response done──▶ Head (keep-alive)
+//!   │  \                   │  \               │                        │  \
+//!   │   └─health──▶ Local   │   └─no body──▶ Queued   └─timeout──▶ Local(503)  │   └─backend died, redeployable──▶ Queued (front)
+//!   │                       └─bad body, too slow──▶ Local(400/408)
 //!   └─bad request──▶ Local(4xx) ──▶ Lingering ──▶ closed
 //! ```
+//!
+//! `Body` reads a request body before a backend is taken: into `inbuf` up
+//! to `request_buffer` bytes, else into the spool (`spool.rs`); where the
+//! spool is off or full, the request is queued at once and the rest of
+//! its body streams while `Proxying`, under `min_body_rate` (`pace.rs`).
 //!
 //! While a request is in flight the client owns every buffer of the exchange
 //! (`ClientIo`): `inbuf` holds the request as read from the client (and any
