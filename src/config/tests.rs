@@ -712,3 +712,36 @@ fn max_connections_is_unlimited_unless_given_and_checked() {
     let e = load_err(&format!("{MINIMAL}    max_connections: 100\n"));
     assert!(e.contains("top-level key"), "{e}");
 }
+
+#[test]
+fn request_body_keys_have_defaults_and_limits() {
+    let c = load(MINIMAL);
+    assert_eq!(c.request_buffer, 8192);
+    assert_eq!(c.request_spool_directory, None);
+    assert_eq!(c.request_spool_limit, 256 << 20);
+    assert_eq!(c.min_body_rate, 1024);
+    assert_eq!(c.min_body_rate_grace, Duration::from_secs(5));
+    assert_eq!(c.body_timeout, Duration::from_secs(300));
+    let c = load(&format!(
+        "{MINIMAL}request_buffer: 0\nrequest_spool_directory: /var/tmp\nrequest_spool_limit: 0\n\
+         min_body_rate: 0\nmin_body_rate_grace: 0.5\nbody_timeout: 60\n"
+    ));
+    assert_eq!(c.request_buffer, 0);
+    assert_eq!(
+        c.request_spool_directory.as_deref(),
+        Some(std::path::Path::new("/var/tmp"))
+    );
+    assert_eq!((c.request_spool_limit, c.min_body_rate), (0, 0));
+    assert_eq!(c.min_body_rate_grace, Duration::from_millis(500));
+    assert_eq!(c.body_timeout, Duration::from_secs(60));
+    // Printed and read back, they stay the same.
+    assert_eq!(load(&c.to_yaml()), c);
+    let e = load_err(&format!("{MINIMAL}request_buffer: 2000000\n"));
+    assert!(e.contains("request_buffer") && e.contains("1048576"), "{e}");
+    let e = load_err(&format!("{MINIMAL}body_timeout: 0\n"));
+    assert!(e.contains("body_timeout"), "{e}");
+    let e = load_err(&format!("{MINIMAL}request_spool_directory: ''\n"));
+    assert!(e.contains("request_spool_directory"), "{e}");
+    let e = load_err(&format!("{MINIMAL}min_body_rate: -1\n"));
+    assert!(e.contains("min_body_rate"), "{e}");
+}
