@@ -634,6 +634,36 @@ impl Reactor {
         }
     }
 
+    /// Closes the backend of an exchange that timed out; the client gets
+    /// `status` if no response had started, else its connection is cut.
+    fn abandon_exchange(
+        &mut self,
+        c: usize,
+        backend: usize,
+        why: &str,
+        termination: Termination,
+        status: u16,
+        answer: &str,
+    ) -> Step {
+        let Some(cl) = client_in(&mut self.conns, c) else {
+            return Step::Gone;
+        };
+        let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
+        if let (true, Some(t)) = (started, cl.tally()) {
+            t.end_as(termination);
+        }
+        self.close_backend(backend, Some(why));
+        if let Some(cl) = client_in(&mut self.conns, c) {
+            cl.phase = Phase::Head; // detached from the closed backend
+        }
+        if started {
+            self.close_client(c);
+            Step::Gone
+        } else {
+            self.fail_request(c, status, answer)
+        }
+    }
+
     pub(super) fn client_timeout(&mut self, c: usize) {
         let Some(cl) = client_in(&mut self.conns, c) else {
             return;
@@ -653,44 +683,28 @@ impl Reactor {
                 Step::Wait
             }
             Phase::Body { .. } => self.fail_request(c, 408, SLOW_BODY),
-            Phase::Proxying { backend, section }
-                if cl
+            Phase::Proxying { backend, section } => {
+                let slow_body = cl
                     .io
                     .as_ref()
-                    .is_some_and(|io| io.ex.pace.is_waiting() && !io.ex.body_done()) =>
-            {
-                let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
-                if let (true, Some(t)) = (started, cl.tally()) {
-                    t.end_as(Termination::ClientTimeout);
-                }
-                if let Some(s) = self.sections.get_mut(section) {
-                    s.stats.aborted_body_slow += 1;
-                }
-                self.close_backend(backend, Some("its client's request body was too slow"));
-                if let Some(cl) = client_in(&mut self.conns, c) {
-                    cl.phase = Phase::Head; // detached from the closed backend
-                }
-                if started {
-                    self.close_client(c);
-                    Step::Gone
+                    .is_some_and(|io| io.ex.pace.is_waiting() && !io.ex.body_done());
+                if slow_body {
+                    if let Some(s) = self.sections.get_mut(section) {
+                        s.stats.aborted_body_slow += 1;
+                    }
+                    let why = "its client's request body was too slow";
+                    self.abandon_exchange(
+                        c,
+                        backend,
+                        why,
+                        Termination::ClientTimeout,
+                        408,
+                        SLOW_BODY,
+                    )
                 } else {
-                    self.fail_request(c, 408, SLOW_BODY)
-                }
-            }
-            Phase::Proxying { backend, .. } => {
-                let started = cl.io.as_ref().is_some_and(|io| io.ex.started);
-                if let (true, Some(t)) = (started, cl.tally()) {
-                    t.end_as(Termination::BackendTimeout);
-                }
-                self.close_backend(backend, Some("no progress within backend_timeout"));
-                if let Some(cl) = client_in(&mut self.conns, c) {
-                    cl.phase = Phase::Head; // detached from the closed backend
-                }
-                if started {
-                    self.close_client(c);
-                    Step::Gone
-                } else {
-                    self.fail_request(c, 504, "backend sent no response within backend_timeout")
+                    let why = "no progress within backend_timeout";
+                    let answer = "backend sent no response within backend_timeout";
+                    self.abandon_exchange(c, backend, why, Termination::BackendTimeout, 504, answer)
                 }
             }
             Phase::Local { .. } | Phase::Lingering => {
