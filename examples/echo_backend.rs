@@ -5,7 +5,7 @@
 //! cargo run --example echo_backend -- 127.0.0.1:30000 [CONNECTIONS] [KEY]
 //! ```
 //!
-//! It speaks the backend protocol of DESIGN §2 with nothing but the standard
+//! It speaks the backend protocol of docs/protocol.md with nothing but the standard
 //! library: send the handshake, then read one request at a time (head, then
 //! a Content-Length or chunked body) and write one response. Each connection
 //! reconnects after a short pause if the proxy goes away.

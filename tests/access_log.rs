@@ -626,7 +626,7 @@ fn a_request_no_backend_takes_within_timeout_is_a_queue_timeout_with_its_wait() 
     assert_eq!(e.bytes_out, got.len() as u64, "{l}");
     assert_eq!(e.bytes_in, request.len() as u64, "{l}");
     assert!(e.total_ms >= 900.0, "it queued for `timeout: 1`: {l}");
-    // The request waited in the queue the whole second: README's example
+    // The request waited in the queue the whole second: docs/operations.md's example
     // line for a queue timeout shows that wait (`3000.112`).
     let wait = e
         .wait_ms
@@ -685,7 +685,7 @@ fn a_client_that_leaves_the_queue_is_client_closed() {
     assert_eq!(e.backend_ms, None, "{l}");
     assert!(e.total_ms >= 250.0, "{l}");
     // It queued for 300 ms: WAIT_MS is `-` only for a request that never
-    // queued (README, src/access_log.rs).
+    // queued (docs/operations.md, src/access_log.rs).
     let wait = e
         .wait_ms
         .unwrap_or_else(|| panic!("WAIT_MS is `-` for a request that queued for 300 ms: {l}"));

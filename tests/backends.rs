@@ -1,4 +1,4 @@
-//! Backend handshake and pool behaviour (DESIGN §2.1, §2.6), queueing and
+//! Backend handshake and pool behaviour (docs/protocol.md, "Handshake" and "Backend lifecycle"), queueing and
 //! the 503 queue timeout (§3).
 
 mod common;

@@ -1,5 +1,5 @@
 //! Backends killed and restarted at random under concurrent keep-alive load
-//! (DESIGN §2.5, §2.6).
+//! (docs/protocol.md, "Backend failures" and "Backend lifecycle").
 //!
 //! A pool of echo backends dies at seeded-random moments — idle, with a
 //! request read but unanswered, or (where a cut is acceptable) half-way

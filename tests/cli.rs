@@ -1,4 +1,4 @@
-//! Command line and configuration errors (DESIGN §5).
+//! Command line and configuration errors (docs/configuration.md).
 
 mod common;
 
@@ -66,7 +66,7 @@ fn check_accepts_a_good_config() {
 
 #[test]
 fn check_accepts_the_classic_example() {
-    // DESIGN §5 example (ports changed to 0, docroot to an existing dir).
+    // The classic example config (ports changed to 0, docroot to an existing dir).
     let (out, _d) = check(
         "cluster_address: 127.0.0.1\n\
          cluster_port: 0\n\

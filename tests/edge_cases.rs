@@ -84,7 +84,7 @@ fn chunked_upload_larger_than_the_buffer_to_a_redeployable_section() {
 /// the oldest waiting request at once (`backend_ready` pairs before looking
 /// at the socket), although its EOF is already readable. The waiting request
 /// is written into a dead socket and, in a non-redeployable section, the
-/// client gets 502 while a live backend is about to connect. DESIGN §2.6:
+/// client gets 502 while a live backend is about to connect. docs/protocol.md#backend-lifecycle:
 /// never dispatch into a dead socket.
 #[test]
 fn backend_that_closed_after_its_response_is_not_given_the_waiting_request() {
@@ -273,7 +273,7 @@ fn request_bytes_still_queued_for_the_backend_are_not_dropped() {
     }
 }
 
-/// BUG (DESIGN §2.4: "when the proxy will close the client connection after
+/// BUG (docs/protocol.md#what-the-client-receives: "when the proxy will close the client connection after
 /// this response, the response carries `Connection: close`"): a backend that
 /// answers before the request body is complete (an early 401/413/redirect)
 /// gets its head relayed as is; `finish_exchange` then closes the client

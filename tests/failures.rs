@@ -1,4 +1,4 @@
-//! Backend failures (DESIGN §2.5): redeploy, 502, cut responses, 504.
+//! Backend failures (docs/protocol.md#backend-failures): redeploy, 502, cut responses, 504.
 
 mod common;
 

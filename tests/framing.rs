@@ -1,4 +1,4 @@
-//! Response framings (DESIGN §2.3/§2.4): Content-Length, chunked, packet mode,
+//! Response framings (docs/protocol.md, "Responses" and "What the client receives"): Content-Length, chunked, packet mode,
 //! close-delimited, no body (HEAD, 204, 304), 1xx relayed. Each keep-alive
 //! case is followed by a second request on the same client connection.
 

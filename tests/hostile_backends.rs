@@ -1,4 +1,4 @@
-//! Hostile backends (DESIGN §2.5): a backend that answers with something it
+//! Hostile backends (docs/protocol.md#backend-failures): a backend that answers with something it
 //! must not — a broken status line, conflicting framing, a bad chunk or
 //! packet length, a head that never ends, bytes nobody asked for — is
 //! closed, and the client it was serving gets a 502 (no response byte had

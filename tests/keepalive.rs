@@ -1,4 +1,4 @@
-//! Keep-alive, pipelining and Connection handling (DESIGN §2.4, §3).
+//! Keep-alive, pipelining and Connection handling (docs/protocol.md#what-the-client-receives, docs/request-framing.md).
 
 mod common;
 

@@ -837,7 +837,7 @@ fn reloads_and_refused_reloads_are_counted_and_section_counters_follow_their_sec
     );
 }
 
-/// README: a section's byte counters are the bytes "for the section's
+/// docs/operations.md: a section's byte counters are the bytes "for the section's
 /// requests". Two requests sent in one write, to two sections, are read in
 /// one go: each must still count only its own bytes.
 #[test]

@@ -1,6 +1,6 @@
 //! Routing by Host / absolute-form authority, default section, 404,
 //! X-Forwarded-For, several sections and outgoing addresses, byte-for-byte
-//! head forwarding, health endpoint (DESIGN §2.2, §3).
+//! head forwarding, health endpoint (docs/protocol.md#requests, docs/request-framing.md).
 
 mod common;
 

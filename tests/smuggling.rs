@@ -1,4 +1,4 @@
-//! Strict request parsing (DESIGN §3): each hostile or malformed request is
+//! Strict request parsing (docs/request-framing.md): each hostile or malformed request is
 //! answered by the proxy with the given status, `Connection: close`, a closed
 //! connection, and never reaches a backend. Each case is followed by a
 //! healthy request that must succeed. Bad requests carry `BADTOK` and most

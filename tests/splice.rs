@@ -1,6 +1,6 @@
 //! Large bodies relayed backend → pipe → client with splice(2): every byte
 //! arrives, in order, whatever the pace of either side, and a backend that
-//! dies mid-body still cuts the client (DESIGN §2.5).
+//! dies mid-body still cuts the client (docs/protocol.md#backend-failures).
 
 mod common;
 

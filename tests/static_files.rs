@@ -1,4 +1,4 @@
-//! Static files from a section's `docroot` (DESIGN §4): exact bytes over
+//! Static files from a section's `docroot` (docs/static-files.md): exact bytes over
 //! HTTP/1.0 and 1.1 with keep-alive going on, Content-Type, ETag and
 //! Last-Modified, every conditional and range case, HEAD, traversal
 //! attempts (plain, percent-encoded, encoded slash, NUL, via symlink),

@@ -1,4 +1,4 @@
-//! Large bodies stream through with bounded memory (DESIGN §6): the proxy's
+//! Large bodies stream through with bounded memory (docs/failures.md#overload): the proxy's
 //! peak RSS (VmHWM) stays under 64 MiB while 1 GiB moves each way. Data is
 //! generated on the fly; nothing holds a whole body.
 

@@ -1,4 +1,4 @@
-//! X-Sendfile (DESIGN §4): in a section with `sendfileroot`, a backend
+//! X-Sendfile (docs/static-files.md): in a section with `sendfileroot`, a backend
 //! response carrying `X-Sendfile: <path>` is answered with that file. The
 //! backend's status and headers are kept (X-Sendfile, Content-Length and the
 //! framing headers replaced); its own body — Content-Length, chunked or
@@ -868,7 +868,7 @@ fn client_asking_close_gets_the_file_then_the_close() {
     join_within(h, JOIN, "backend");
 }
 
-/// README, behaviour under failure: a client that disconnects after its
+/// docs/failures.md: a client that disconnects after its
 /// request was forwarded leaves the backend connection pooled. Here the
 /// backend's whole response (head and its 20-byte body) was read long
 /// before the client leaves in the middle of the file.

@@ -1,4 +1,4 @@
-//! Edge cases of X-Sendfile answers (DESIGN §4): conditional headers too
+//! Edge cases of X-Sendfile answers (docs/static-files.md): conditional headers too
 //! long to keep, HEAD with the 404 flag, bodiless backend statuses, and the
 //! backend's own validators. Each of the first three once broke.
 //!

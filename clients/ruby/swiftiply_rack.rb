@@ -9,7 +9,7 @@
 #
 # Swiftiply backends connect *to* the proxy. This program opens N connections
 # to a section's `outgoing` address, one thread each, and on each one serves
-# one request at a time (DESIGN.md §2): handshake, then read an HTTP/1.1
+# one request at a time (docs/protocol.md): handshake, then read an HTTP/1.1
 # request, call the Rack app, write one response, repeat. The connection to the
 # proxy is never closed for an HTTP reason; it is closed only when the stream
 # can no longer be trusted (a malformed request, a response cut short), and

@@ -2,7 +2,7 @@
 # Builds one fuzz target for AFL++ and fuzzes it for SECONDS, seeded from
 # fuzz/corpus/TARGET/. Findings land in fuzz/afl/out/TARGET/default/
 # (crashes/, hangs/, queue/, fuzzer_stats); a second run of the same target
-# resumes that session. Needs `cargo install cargo-afl` once (README.md,
+# resumes that session. Needs `cargo install cargo-afl` once (docs/development.md,
 # "Fuzzing", "With AFL++").
 #   fuzz/afl/run.sh request_head 300
 set -eu

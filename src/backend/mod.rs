@@ -1,6 +1,6 @@
 //! Writing a Swiftiply backend in Rust.
 //!
-//! A backend dials in to the proxy, sends the handshake (DESIGN §2.1) and
+//! A backend dials in to the proxy, sends the handshake (docs/protocol.md#handshake) and
 //! then serves one HTTP/1.1 request at a time on each connection. This module
 //! does all of that with blocking I/O and one thread per connection: give it
 //! a `Handler`, the proxy addresses and the number of connections, and it

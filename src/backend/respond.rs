@@ -2,7 +2,7 @@
 //! streamed in pieces.
 //!
 //! Streamed bodies are framed as the connection needs: HTTP/1.1 chunks by
-//! default; packet mode (`X-Swiftiply-Close`, DESIGN §2.3) for proxies of
+//! default; packet mode (`X-Swiftiply-Close`, docs/protocol.md#responses-and-how-their-end-is-found) for proxies of
 //! the classic kind that do not parse chunked responses; raw bytes ended by
 //! closing the connection for an HTTP/1.0 client of the plain HTTP server.
 

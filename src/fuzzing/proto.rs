@@ -109,7 +109,7 @@ fn request_facts_hold(head: &[u8], h: &RequestHead) {
     }
 }
 
-/// DESIGN §2.2: the only rewrites are the origin-form target and the
+/// docs/protocol.md#requests: the only rewrites are the origin-form target and the
 /// X-Forwarded-For value. What the backend receives must mean the same.
 fn forwarded_request_means_the_same(head: &[u8], h: &RequestHead) {
     const ADDR: &[u8] = b"192.0.2.7";
@@ -504,7 +504,7 @@ pub fn check_response_head(data: &[u8]) {
 }
 
 /// The head the client receives must tell it where the body ends exactly
-/// as the proxy will end it (DESIGN §2.4).
+/// as the proxy will end it (docs/protocol.md#what-the-client-receives).
 fn client_head_frames_the_body(head: &[u8], h: &ResponseHead, minor: u8, keep_alive: bool) {
     let plan = response::plan(h, minor, keep_alive);
     let mut view = Vec::new();

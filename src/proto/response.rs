@@ -1,7 +1,7 @@
 //! Backend response heads: the end-of-response rule and how the response is
 //! re-framed for the client.
 //!
-//! The end of a response (DESIGN §2.3), in order of precedence: no body (HEAD
+//! The end of a response (docs/protocol.md#responses-and-how-their-end-is-found), in order of precedence: no body (HEAD
 //! request, 1xx, 204, 304); `X-Swiftiply-Close` → packet mode; chunked;
 //! Content-Length; otherwise until the backend closes.
 //!

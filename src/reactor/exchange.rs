@@ -5,7 +5,7 @@
 //! moves bytes both ways between the two sockets, and how an exchange ends:
 //! the backend returns to its section's pool (or is closed if its stream can
 //! no longer be trusted), and a failed backend leads to a redeploy, a 502 or
-//! a cut client connection (DESIGN §2.5).
+//! a cut client connection (docs/protocol.md#backend-failures).
 
 use std::os::fd::AsRawFd;
 

@@ -4,7 +4,7 @@
 //! (the format requires a family's samples to be contiguous). Per-section
 //! families always carry every section, even at zero, so a series does not
 //! appear only after its first event. Label values are escaped (`\\`, `\"`,
-//! `\n`); names are constants. The metric list is documented in README.md
+//! `\n`); names are constants. The metric list is documented in docs/operations.md
 //! ("Metrics and status page"); keep the two in step.
 
 use std::io::Write;

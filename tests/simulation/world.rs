@@ -488,7 +488,7 @@ impl World {
         let r = self.request_mut(c).expect("a served request exists");
         r.started |= started;
         let (started, retained, redeploys) = (r.started, r.retained, r.redeploys);
-        // The rule (DESIGN §2.5), stated again here to hold the code to it.
+        // The rule (docs/protocol.md#backend-failures), stated again here to hold the code to it.
         let expected = if started {
             AfterFailure::Cut
         } else if redeployable && retained && redeploys < MAX_REDEPLOYS {
