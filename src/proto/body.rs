@@ -279,6 +279,8 @@ impl ChunkedScanner {
                 | ExtQuotedPair
                 | ExtAfterQuote
                 | ExtAfterVal
+                | TrailerName
+                | TrailerValue
         ) {
             self.line += 1;
             if self.line > MAX_LINE {
@@ -387,12 +389,6 @@ impl ChunkedScanner {
                 s
             }
         };
-        if matches!(self.state, TrailerName | TrailerValue) {
-            self.line += 1;
-            if self.line > MAX_LINE {
-                return Err(BodyError::LineTooLong);
-            }
-        }
         Ok(())
     }
 

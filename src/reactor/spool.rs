@@ -64,11 +64,9 @@ impl Spool {
     /// A file for a body of `len` bytes (None: chunked, unknown). None when
     /// the spool is full or off, or the file cannot be made.
     pub fn open(&mut self, len: Option<u64>) -> io::Result<Option<SpoolFile>> {
-        let reserve = len.unwrap_or(CHUNKED_STEP).min(self.limit);
-        if !self.enabled() || len.is_some_and(|n| n > self.limit - self.used.min(self.limit)) {
-            return Ok(None);
-        }
-        if self.used + reserve > self.limit {
+        let room = self.limit.saturating_sub(self.used);
+        let reserve = len.unwrap_or(CHUNKED_STEP.min(room));
+        if reserve == 0 || reserve > room {
             return Ok(None);
         }
         let file = unlinked_file(&self.dir)?;
